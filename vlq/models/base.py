@@ -1,0 +1,114 @@
+"""What a model family is, as data: where the LLM decoder layers are, which linears share an input.
+
+Every name in a `ScaleGroup` is relative to one decoder layer; every path in a `Family` is
+relative to the loaded top-level model. `resolve_groups` turns the names into modules once,
+before any GPU work, and fails naming the family and the layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from vlq.errors import InputError
+
+
+@dataclass(frozen=True)
+class ScaleGroup:
+    """Linears that read the output of `prev`, so one per-channel scale can be folded into `prev`.
+
+    `inspect` names the module whose output error scores a candidate scale (AWQ's
+    "module2inspect"); empty means the single linear itself. `kwargs` says whether that module
+    takes the decoder layer's keyword arguments (attention mask, rotary embeddings...).
+    `optional` groups are skipped when `prev` cannot absorb the scale (e.g. v_proj -> o_proj
+    with grouped-query attention, where v_proj has fewer outputs than o_proj has inputs).
+    """
+
+    prev: str
+    linears: tuple[str, ...]
+    inspect: str = ""
+    kwargs: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: matched by architecture name or model_type, described by module paths."""
+
+    name: str
+    architectures: tuple[str, ...]
+    layers: str
+    scale_groups: tuple[ScaleGroup, ...]
+    model_types: tuple[str, ...] = ()
+    #: Modules that stay 16 bit (vision tower, projector, lm_head...), as name fragments that
+    #: AutoAWQ-format loaders match by substring against both checkpoint keys and module names;
+    #: written to `modules_to_not_convert`.
+    keep_16bit: tuple[str, ...] = ()
+    #: Child modules of a quantized linear that read the same input (PLoRA's `Plora_A`): they are
+    #: scaled with the linear so that folding stays exact, and never quantized.
+    input_sharers: tuple[str, ...] = ()
+    #: Linears whose clipping is not searched (AWQ leaves q/k alone: attention logits are sensitive).
+    no_clip: tuple[str, ...] = ("q_proj", "k_proj")
+    #: transformers auto class that loads the checkpoint.
+    auto_class: str = "AutoModelForImageTextToText"
+    trust_remote_code: bool = False
+    examples: tuple[str, ...] = ()
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def quantized_linears(self) -> tuple[str, ...]:
+        return tuple(name for group in self.scale_groups for name in group.linears)
+
+
+@dataclass
+class ResolvedGroup:
+    """A `ScaleGroup` bound to the modules of one decoder layer."""
+
+    group: ScaleGroup
+    prev: nn.Module
+    linears: list[nn.Linear]
+    inspect: nn.Module
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    """`root.a.b.0.c` for path `a.b.0.c`; empty path is root."""
+    return root.get_submodule(path) if path else root
+
+
+def _out_features(module: nn.Module) -> int | None:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    weight = getattr(module, "weight", None)
+    return weight.shape[0] if weight is not None else None
+
+
+def resolve_groups(family: Family, layer: nn.Module, layer_index: int, group_size: int) -> list[ResolvedGroup]:
+    """Bind a layer's scale groups to modules; check shapes and group-size divisibility."""
+    resolved = []
+    for group in family.scale_groups:
+        where = f"{family.name} layer {layer_index}"
+        try:
+            prev = get_module(layer, group.prev)
+            linears = [get_module(layer, name) for name in group.linears]
+            inspect = get_module(layer, group.inspect) if group.inspect else linears[0]
+        except AttributeError as exc:
+            raise InputError(f"{where}: module not found ({exc}); is this checkpoint really {family.name}?") from None
+        in_features = {lin.in_features for lin in linears}
+        if len(in_features) != 1:
+            raise InputError(f"{where}: linears {group.linears} do not share an input size")
+        (width,) = in_features
+        if _out_features(prev) != width:
+            if group.optional:
+                continue
+            raise InputError(f"{where}: {group.prev} has {_out_features(prev)} outputs, {group.linears} read {width}")
+        for name, lin in zip(group.linears, linears):
+            if lin.out_features % 8:
+                raise InputError(f"{where}: {name} has {lin.out_features} outputs, not a multiple of 8 (AWQ packing)")
+            if lin.in_features % group_size:
+                raise InputError(
+                    f"--w-group-size {group_size} does not divide in_features {lin.in_features} "
+                    f"of {family.name} layer {layer_index} {name}"
+                )
+        resolved.append(ResolvedGroup(group, prev, linears, inspect))
+    return resolved

@@ -1,0 +1,38 @@
+"""Families whose language model is a Llama-style decoder (q/k/v/o, gate/up/down, two RMSNorms).
+
+They share one list of scale groups; each family only says where its layers and vision parts are.
+"""
+
+from __future__ import annotations
+
+from vlq.models.base import Family, ScaleGroup
+
+LLAMA_SCALE_GROUPS = (
+    ScaleGroup("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn", kwargs=True),
+    ScaleGroup("self_attn.v_proj", ("self_attn.o_proj",), optional=True),
+    ScaleGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp"),
+    ScaleGroup("mlp.up_proj", ("mlp.down_proj",)),
+)
+
+LLAVA = Family(
+    name="llava",
+    architectures=("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration"),
+    model_types=("llava", "llava_next"),
+    layers="model.language_model.layers",
+    scale_groups=LLAMA_SCALE_GROUPS,
+    keep_16bit=("vision_tower", "multi_modal_projector", "lm_head"),
+    examples=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf", "BUAADreamer/Yi-VL-6B-hf"),
+    notes="Yi-VL converted to the llava-hf layout is LLaVA with a Yi (Llama-shaped) LLM.",
+)
+
+QWEN2_VL = Family(
+    name="qwen2_vl",
+    architectures=("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
+    model_types=("qwen2_vl", "qwen2_5_vl"),
+    layers="model.language_model.layers",
+    scale_groups=LLAMA_SCALE_GROUPS,
+    keep_16bit=("visual", "lm_head"),
+    examples=("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
+)
+
+FAMILIES = (LLAVA, QWEN2_VL)
