@@ -147,8 +147,7 @@ def quantize_layer(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     groups = resolve_groups(family, layer, index, settings.group_size)
-    names = list(dict.fromkeys(family.quantized_linears()))
-    linears = {name: get_module(layer, name) for name in names}
+    linears = {name: get_module(layer, name) for name in family.quantized_linears()}
 
     # One 16-bit pass records every linear's input and, for the search, the inspected modules' calls.
     input_recorders = {name: _Recorder(lin, keep_call=True, keep_output=False) for name, lin in linears.items()}

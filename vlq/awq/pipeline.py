@@ -172,9 +172,7 @@ def auto_awq(
     on_start(len(layers))
     reports = calibrate_layers(source, inputs, settings, device, on_layer)
 
-    quantized_names = {
-        f"{source.family.layers}.{i}.{name}" for i in range(len(layers)) for name in source.family.quantized_linears()
-    }
+    quantized_names = set(source.family.quantized_linear_names(len(layers)))
     skip = modules_to_not_convert(source.model, source.family, quantized_names)
     qconfig = AwqQuantizationConfig(options.w_bits, options.w_group_size, modules_to_not_convert=tuple(skip))
     result = AutoAwqResult(

@@ -58,7 +58,12 @@ class Family:
     extra: dict = field(default_factory=dict)
 
     def quantized_linears(self) -> tuple[str, ...]:
-        return tuple(name for group in self.scale_groups for name in group.linears)
+        """Names, relative to a decoder layer, of every linear that gets 4-bit weights."""
+        return tuple(dict.fromkeys(name for group in self.scale_groups for name in group.linears))
+
+    def quantized_linear_names(self, num_layers: int) -> list[str]:
+        """Full module names of the quantized linears of a model with `num_layers` decoder layers."""
+        return [f"{self.layers}.{i}.{name}" for i in range(num_layers) for name in self.quantized_linears()]
 
 
 @dataclass
