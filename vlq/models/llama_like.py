@@ -35,4 +35,26 @@ QWEN2_VL = Family(
     examples=("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
 )
 
-FAMILIES = (LLAVA, QWEN2_VL)
+INTERNVL_NATIVE = Family(
+    name="internvl",
+    architectures=("InternVLForConditionalGeneration",),
+    model_types=("internvl",),
+    layers="model.language_model.layers",
+    scale_groups=LLAMA_SCALE_GROUPS,
+    keep_16bit=("vision_tower", "multi_modal_projector", "lm_head"),
+    examples=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL2_5-2B-MPO-hf"),
+    notes="transformers' native InternVL (-hf checkpoints): InternViT + pixel-shuffle MLP + Qwen2/Llama.",
+)
+
+DEEPSEEK_VL_NATIVE = Family(
+    name="deepseek_vl",
+    architectures=("DeepseekVLForConditionalGeneration", "DeepseekVLHybridForConditionalGeneration"),
+    model_types=("deepseek_vl", "deepseek_vl_hybrid"),
+    layers="model.language_model.layers",
+    scale_groups=LLAMA_SCALE_GROUPS,
+    keep_16bit=("vision_model", "high_res_vision", "aligner", "lm_head"),
+    examples=("deepseek-community/deepseek-vl-1.3b-chat", "deepseek-community/deepseek-vl-7b-chat"),
+    notes="transformers' native DeepSeek-VL: SigLIP (+ SAM high-res in the hybrid) vision, aligner, Llama.",
+)
+
+FAMILIES = (LLAVA, QWEN2_VL, INTERNVL_NATIVE, DEEPSEEK_VL_NATIVE)
