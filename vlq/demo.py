@@ -1,55 +1,42 @@
-"""`vlq demo`: the built-in default job, end to end on a tiny VLM generated locally.
+"""`vlq demo`: the built-in default job, end to end, offline, on any machine.
 
-Generate a LLaVA-shaped checkpoint, quantize it with AWQ on the shipped calibration text, load
-the 4-bit folder back with vlq's int4 runner and generate: proof, on any machine and offline,
-that the whole path works.
+A recipe run (`recipes/demo.yaml`, kept equal to `vlq.run.demo_recipe`): the built-in model
+-> AWQ on the shipped calibration text -> vision encoder to ONNX with onnxruntime parity ->
+MMBench-format evaluation of the 16-bit and the 4-bit model -> accuracy gate -> summary. Then the
+4-bit folder is loaded back through vlq's int4 runner and generates next to the 16-bit model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from vlq.awq.pipeline import AutoAwqOptions, AutoAwqResult, auto_awq
 from vlq.generate import GenerateResult, generate
-from vlq.output import check_work_dir
-from vlq.tiny import build_tiny_llava
+from vlq.run import RunSummary, demo_recipe, resolve_model, run_demo_recipe
 
 DEMO_PROMPT = "the company said"
 
 
 @dataclass
 class DemoResult:
-    work_dir: Path
+    summary: RunSummary
     source: Path
-    quantized: AutoAwqResult
+    quantized: Path
     fp16_generation: GenerateResult
     w4_generation: GenerateResult
-    stages: list[str] = field(default_factory=list)
 
 
 def run_demo(
     work_dir: str | Path = "vlq-demo",
     force: bool = False,
     device: str = "auto",
-    on_stage: Callable[[str], None] = lambda stage: None,
-    on_start: Callable[[int], None] = lambda n: None,
-    on_layer: Callable = lambda report: None,
+    hooks: dict[str, Callable] | None = None,
 ) -> DemoResult:
-    work = Path(work_dir)
-    check_work_dir(work, force)
-    work.mkdir(parents=True, exist_ok=True)
-    source = work / "tiny-llava"
-    on_stage(f"generating a tiny LLaVA checkpoint in {source}")
-    build_tiny_llava(source)
-    on_stage("quantizing its language model with AWQ (w4, group 128) on the shipped ptb text")
-    options = AutoAwqOptions(
-        model=str(source), work_dir=str(work / "tiny-llava-w4a16"), calib_dataset="ptb", calib_samples=32,
-        calib_seqlen=256, w_group_size=128, search_scale=True, device=device, force=True,
-    )
-    quantized = auto_awq(options, on_start=on_start, on_layer=on_layer)
-    on_stage("generating with the 16-bit and the 4-bit model")
+    """Run the demo recipe in `work_dir`, then generate with both models. `hooks` draw progress."""
+    summary = run_demo_recipe(work_dir, force, device, **(hooks or {}))
+    source = Path(resolve_model(demo_recipe(work_dir, device), Path(work_dir)))
+    quantized = Path(summary.out_dir) / "quantized"
     fp16 = generate(str(source), DEMO_PROMPT, max_new_tokens=16, device=device)
-    w4 = generate(str(quantized.output_dir), DEMO_PROMPT, max_new_tokens=16, device=device)
-    return DemoResult(work, source, quantized, fp16, w4)
+    w4 = generate(str(quantized), DEMO_PROMPT, max_new_tokens=16, device=device)
+    return DemoResult(summary, source, quantized, fp16, w4)

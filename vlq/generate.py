@@ -32,7 +32,7 @@ def make_cache(kv_bits: int, model):
         return None
     if kv_bits not in (8, 4):
         raise UsageError(f"--kv-bits {kv_bits}: use 16, 8 or 4")
-    from vlq.kvcache import make_quantized_cache
+    from vlq.kv import make_quantized_cache
 
     return make_quantized_cache(kv_bits, model.config)
 
@@ -115,8 +115,15 @@ def generate_text(
 def generate(
     model: str, prompt: str, image: str | None = None, max_new_tokens: int = 32, kv_bits: int = 16,
     device: str = "auto", on_text: Callable[[str], None] | None = None,
+    vit_backend: str = "torch", vit_dir: str | None = None,
 ) -> GenerateResult:
-    """Load `model` (16-bit or quantized folder) and generate."""
+    """Load `model` (16-bit or quantized folder) and generate; `vit_backend` onnxruntime or tensorrt
+    takes the image embeddings from the encoder that `vlq export-vit` wrote to `vit_dir`."""
+    from vlq.export.runtime import check_vit_options, use_exported_vit
+
     if image is not None and not Path(image).is_file():
         raise InputError(f"image {image} does not exist")
-    return generate_text(load_vlm(model, device), prompt, image, max_new_tokens, kv_bits, on_text)
+    check_vit_options(vit_backend, vit_dir)
+    loaded = load_vlm(model, device)
+    use_exported_vit(loaded, vit_dir, vit_backend)
+    return generate_text(loaded, prompt, image, max_new_tokens, kv_bits, on_text)

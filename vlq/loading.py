@@ -18,26 +18,28 @@ from torch import nn
 
 from vlq.awq.config import AwqQuantizationConfig
 from vlq.errors import InputError
-from vlq.kernels.linear import AwqLinear
+from vlq.kernels.branched import to_int4
 from vlq.models.base import Family
 from vlq.models.loading import _auto_class, read_config, resolve_model_dir, torch_dtype
 from vlq.models.registry import detect_family, family_for_config
 
 
 def replace_with_awq_linears(model: nn.Module, qconfig: AwqQuantizationConfig, dtype: torch.dtype) -> int:
-    """Swap every nn.Linear outside `modules_to_not_convert` for an empty `AwqLinear` (meta device)."""
-    replaced = 0
+    """Swap every nn.Linear outside `modules_to_not_convert` for an empty int4 module (meta device).
+
+    Children of a replaced linear (PLoRA's branches) are never replaced: they stay 16 bit.
+    """
+    converted: list[str] = []
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear) or any(skip in name for skip in qconfig.modules_to_not_convert):
             continue
+        if any(name.startswith(parent + ".") for parent in converted):
+            continue
+        converted.append(name)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        awq = AwqLinear(
-            module.in_features, module.out_features, qconfig.group_size, module.bias is not None, dtype, "meta"
-        )
-        setattr(parent, child, awq)
-        replaced += 1
-    return replaced
+        setattr(parent, child, to_int4(module, qconfig.group_size, dtype))
+    return len(converted)
 
 
 def _vlq_quantizer_class():

@@ -123,7 +123,7 @@ def build_tiny_llava(folder: str | Path, hidden: int = 128, layers: int = 2, see
 
 def build_tiny_qwen2_vl(folder: str | Path, hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
     """A Qwen2-VL-shaped checkpoint (native transformers classes, M-RoPE) with its tokenizer."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
 
     folder = Path(folder)
     tokenizer = build_tokenizer(extra_special=QWEN_VISION_TOKENS)
@@ -144,6 +144,8 @@ def build_tiny_qwen2_vl(folder: str | Path, hidden: int = 128, layers: int = 2, 
     model = Qwen2VLForConditionalGeneration(config).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # The image processor alone (the full Qwen2VLProcessor needs torchvision for video).
+    Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2).save_pretrained(folder)
     return folder
 
 

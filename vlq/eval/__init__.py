@@ -1,0 +1,1 @@
+"""Accuracy checks: MMBench (circular evaluation, VLMEvalKit's matching rules) and perplexity."""

@@ -37,7 +37,9 @@ class AwqLinear(nn.Module):
         self.group_size = group_size
         groups = in_features // group_size
         packed_out = out_features // CODES_PER_INT32
-        self.register_buffer("qweight", torch.zeros(in_features, packed_out, dtype=torch.int32, device=device))
+        self.register_buffer(
+            "qweight", torch.zeros(in_features, packed_out, dtype=torch.int32, device=device)
+        )
         self.register_buffer("qzeros", torch.zeros(groups, packed_out, dtype=torch.int32, device=device))
         self.register_buffer("scales", torch.zeros(groups, out_features, dtype=dtype, device=device))
         if bias:

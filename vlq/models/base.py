@@ -7,7 +7,7 @@ before any GPU work, and fails naming the family and the layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -33,6 +33,23 @@ class ScaleGroup:
 
 
 @dataclass(frozen=True)
+class VisionSpec:
+    """Where a family turns preprocessed pixels into language-model embeddings (what export-vit exports).
+
+    Paths are relative to the loaded top-level model. `kind` names the vision path in
+    `vlq/export/paths.py` that runs tower and projector with the family's own steps in between
+    (LLaVA's feature-layer selection and CLS drop, Qwen2-VL's grid positions); `features` is the
+    method the VLM calls for image embeddings, which a runtime backend (onnxruntime, TensorRT)
+    replaces. `projector` may sit inside the tower (Qwen2-VL's merger).
+    """
+
+    kind: str
+    tower: str
+    projector: str
+    features: str
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family: matched by architecture name or model_type, described by module paths."""
 
@@ -48,18 +65,32 @@ class Family:
     #: Child modules of a quantized linear that read the same input (PLoRA's `Plora_A`): they are
     #: scaled with the linear so that folding stays exact, and never quantized.
     input_sharers: tuple[str, ...] = ()
+    #: Child modules of a linear whose output adds into the linear's output (PLoRA's `Plora_B`):
+    #: divided with it when the linear is the previous op of a scale group.
+    output_sharers: tuple[str, ...] = ()
     #: Linears whose clipping is not searched (AWQ leaves q/k alone: attention logits are sensitive).
     no_clip: tuple[str, ...] = ("q_proj", "k_proj")
+    #: Module called with `input_ids` for text-only calibration: empty for the whole model, a path
+    #: where the wrapper's forward needs images (InternVL-Chat: `language_model`).
+    text_model: str = ""
     #: transformers auto class that loads the checkpoint.
     auto_class: str = "AutoModelForImageTextToText"
     trust_remote_code: bool = False
     examples: tuple[str, ...] = ()
     notes: str = ""
-    extra: dict = field(default_factory=dict)
+    #: Linears quantized without a scale group (no previous op can absorb a scale, e.g. InternLM2's
+    #: `attention.wo` after the fused `wqkv`).
+    unscaled_linears: tuple[str, ...] = ()
+    #: For wrappers whose LLM varies by size (InternVL-Chat: InternLM2, Phi-3, Qwen2, Llama): the
+    #: LLM architectures (`llm_config.architectures`) this family entry handles; empty matches any.
+    llm_architectures: tuple[str, ...] = ()
+    #: The vision path (tower + projector) that export-vit exports; None for text-only families.
+    vision: VisionSpec | None = None
 
     def quantized_linears(self) -> tuple[str, ...]:
         """Names, relative to a decoder layer, of every linear that gets 4-bit weights."""
-        return tuple(dict.fromkeys(name for group in self.scale_groups for name in group.linears))
+        grouped = (name for group in self.scale_groups for name in group.linears)
+        return tuple(dict.fromkeys((*grouped, *self.unscaled_linears)))
 
     def quantized_linear_names(self, num_layers: int) -> list[str]:
         """Full module names of the quantized linears of a model with `num_layers` decoder layers."""

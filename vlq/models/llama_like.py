@@ -5,7 +5,7 @@ They share one list of scale groups; each family only says where its layers and 
 
 from __future__ import annotations
 
-from vlq.models.base import Family, ScaleGroup
+from vlq.models.base import Family, ScaleGroup, VisionSpec
 
 LLAMA_SCALE_GROUPS = (
     ScaleGroup("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn", kwargs=True),
@@ -23,6 +23,7 @@ LLAVA = Family(
     keep_16bit=("vision_tower", "multi_modal_projector", "lm_head"),
     examples=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf", "BUAADreamer/Yi-VL-6B-hf"),
     notes="Yi-VL converted to the llava-hf layout is LLaVA with a Yi (Llama-shaped) LLM.",
+    vision=VisionSpec("llava", "model.vision_tower", "model.multi_modal_projector", "model.get_image_features"),
 )
 
 QWEN2_VL = Family(
@@ -33,6 +34,7 @@ QWEN2_VL = Family(
     scale_groups=LLAMA_SCALE_GROUPS,
     keep_16bit=("visual", "lm_head"),
     examples=("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
+    vision=VisionSpec("qwen2_vl", "model.visual", "model.visual.merger", "model.get_image_features"),
 )
 
 INTERNVL_NATIVE = Family(
@@ -57,4 +59,31 @@ DEEPSEEK_VL_NATIVE = Family(
     notes="transformers' native DeepSeek-VL: SigLIP (+ SAM high-res in the hybrid) vision, aligner, Llama.",
 )
 
-FAMILIES = (LLAVA, QWEN2_VL, INTERNVL_NATIVE, DEEPSEEK_VL_NATIVE)
+DEEPSEEK_VL_REMOTE = Family(
+    name="deepseek_vl_remote",
+    architectures=("MultiModalityCausalLM",),
+    model_types=("multi_modality",),
+    layers="language_model.model.layers",
+    text_model="language_model",
+    scale_groups=LLAMA_SCALE_GROUPS,
+    keep_16bit=("vision_model", "aligner", "lm_head"),
+    auto_class="AutoModelForCausalLM",
+    trust_remote_code=True,
+    examples=("deepseek-ai/deepseek-vl-1.3b-chat", "deepseek-ai/deepseek-vl-7b-chat"),
+    notes="remote code (deepseek_vl package layout): SigLIP/SAM vision, aligner, Llama `language_model`",
+)
+
+MINI_GEMINI = Family(
+    name="mini_gemini",
+    architectures=("MGMLlamaForCausalLM", "MiniGeminiLlamaForCausalLM"),
+    model_types=("mgm", "mini_gemini"),
+    layers="model.layers",
+    scale_groups=LLAMA_SCALE_GROUPS,
+    keep_16bit=("vision_tower", "vision_tower_aux", "mm_projector", "vlm_uni", "lm_head"),
+    auto_class="AutoModelForCausalLM",
+    trust_remote_code=True,
+    examples=("YanweiLi/MGM-7B", "YanweiLi/MGM-13B-HD"),
+    notes="remote code: CLIP + ConvNeXt (high-resolution) encoders, projectors, Llama decoder",
+)
+
+FAMILIES = (LLAVA, QWEN2_VL, INTERNVL_NATIVE, DEEPSEEK_VL_NATIVE, DEEPSEEK_VL_REMOTE, MINI_GEMINI)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from torch import nn
 
 from vlq.errors import InputError
-from vlq.models import llama_like
+from vlq.models import bagel, internlm2, llama_like, qwen_vl
 from vlq.models.base import Family
 from vlq.models.llama_like import LLAMA_SCALE_GROUPS
 
-FAMILIES: tuple[Family, ...] = llama_like.FAMILIES
+FAMILIES: tuple[Family, ...] = (*llama_like.FAMILIES, *internlm2.FAMILIES, *qwen_vl.FAMILIES, *bagel.FAMILIES)
 
 _LLAMA_LAYER_PARTS = (
     "input_layernorm",
@@ -24,16 +24,28 @@ _LLAMA_LAYER_PARTS = (
 )
 
 
+def _llm_architectures(config) -> tuple[str, ...]:
+    llm = getattr(config, "llm_config", None) or getattr(config, "text_config", None)
+    if isinstance(llm, dict):
+        return tuple(llm.get("architectures") or ())
+    return tuple(getattr(llm, "architectures", None) or ())
+
+
+def _llm_matches(family: Family, config) -> bool:
+    return not family.llm_architectures or any(a in family.llm_architectures for a in _llm_architectures(config))
+
+
 def family_for_config(config) -> Family | None:
     """The registered family that names this config's architecture or model_type, if any."""
     architectures = tuple(getattr(config, "architectures", None) or ())
-    for family in FAMILIES:
-        if any(arch in family.architectures for arch in architectures):
-            return family
     model_type = getattr(config, "model_type", None)
-    for family in FAMILIES:
-        if model_type in family.model_types:
-            return family
+    for matches in (
+        lambda f: any(arch in f.architectures for arch in architectures),
+        lambda f: model_type in f.model_types,
+    ):
+        for family in FAMILIES:
+            if matches(family) and _llm_matches(family, config):
+                return family
     return None
 
 

@@ -1,0 +1,470 @@
+"""Train vlq's reference VLM (a small LLaVA that sees and reads), write its held-out set, measure it.
+
+    # GPU, 3.5 minutes of training: the checkpoint folder, its tarball and training_log.json
+    python benchmarks/train_reference_vlm.py train --out OUT [--steps N] [--budget-minutes 4.5]
+    # the held-out MMBench TSV (CPU, seconds; needs Pillow for the PNGs)
+    python benchmarks/train_reference_vlm.py heldout --out vlq/reference/shapes_mmbench_test.tsv
+    # fp16 vs RTN vs AWQ (w4a16 g128) vs kv8/kv4: circular accuracy and wikitext-2 test perplexity
+    python benchmarks/train_reference_vlm.py measure --model vlq/reference/shapes-llava --out measure.json
+
+The model is `LlavaForConditionalGeneration` (CLIP ViT 64 px / patch 8 + MLP projector + Llama,
+hidden 256, intermediate 768, 6 layers, 4 heads / 2 KV heads), trained from scratch on
+generated scenes (MMBench-format questions about shapes, colors, counts, positions, spatial
+relations, comparisons and short words, plus descriptions) and on language modeling of the
+shipped ptb and wikitext-2 `valid.txt` (never `test.txt`). The data is a pure function of
+(seed, batch number), so a run is reproducible given `--seed` and `--steps`; with no `--steps`
+the step count is sized to the time budget after 40 timed steps and printed (pass it back to
+repeat the run). CUDA is put in deterministic mode where torch offers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, IterableDataset  # noqa: E402
+
+from vlq.calib.data import shipped_text_path  # noqa: E402
+from vlq.reference import MODEL_NAME  # noqa: E402
+from vlq.reference.data import heldout_items, training_example, write_mmbench_tsv  # noqa: E402
+from vlq.reference.evaluate import chat_text, mcq_accuracy, normalize_images, perplexity  # noqa: E402
+from vlq.reference.scenes import IMAGE_SIZE, render_batch  # noqa: E402
+from vlq.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, build_tokenizer  # noqa: E402
+
+PATCH = 8
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2
+TEXT = dict(
+    hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2
+)
+VISION = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4)
+#: --tiny: a CPU smoke-test size (same code path, seconds per step)
+TINY_TEXT = dict(
+    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
+TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
+LM_CORPORA = ("wikitext2", "ptb")
+MONITOR_TOKENS = 16_384
+MONITOR_SEED, MONITOR_QUESTIONS = 7, 48
+
+
+def build_model(tokenizer, tiny: bool = False, max_positions: int = 2048):
+    """A freshly initialized LLaVA and its processor (the `vlq.tiny.build_tiny_llava` pattern, 64 px)."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    text = TINY_TEXT if tiny else TEXT
+    vision = TINY_VISION if tiny else VISION
+    config = LlavaConfig(
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_positions,
+            rope_theta=10000.0,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+            **text,
+        ),
+        vision_config=CLIPVisionConfig(
+            image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=vision["hidden_size"], **vision
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_seq_length=IMAGE_TOKENS,
+        tie_word_embeddings=False,
+    )
+    model = LlavaForConditionalGeneration(config)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        ),
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def lm_token_ids(tokenizer) -> torch.Tensor:
+    """The shipped validation text of every LM corpus, tokenized and concatenated."""
+    ids: list[int] = []
+    for name in LM_CORPORA:
+        ids += tokenizer(shipped_text_path(name, "valid").read_text(), add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+class Batches(IterableDataset):
+    """Batch `b` is a pure function of (seed, b); worker w makes batches w, w + W, ... (order kept)."""
+
+    def __init__(self, seed: int, tokenizer, lm_ids: torch.Tensor, batch: int, lm_batch: int, lm_seqlen: int):
+        self.seed, self.tokenizer, self.lm_ids = seed, tokenizer, lm_ids
+        self.batch, self.lm_batch, self.lm_seqlen = batch, lm_batch, lm_seqlen
+        self.excluded = {scene for scene, _ in heldout_items()}
+
+    def __iter__(self):
+        torch.set_num_threads(1)
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        number = worker
+        while True:
+            yield self.make(number)
+            number += workers
+
+    def make(self, number: int) -> dict[str, torch.Tensor]:
+        rng = random.Random(f"{self.seed}:{number}")
+        examples = [training_example(rng, self.excluded) for _ in range(self.batch)]
+        eos = self.tokenizer.eos_token_id
+        rows, labels = [], []
+        for ex in examples:
+            prompt = self.tokenizer.encode(
+                chat_text(self.tokenizer, ex.prompt, IMAGE_TOKENS), add_special_tokens=False
+            )
+            answer = self.tokenizer.encode(ex.answer, add_special_tokens=False) + [eos]
+            rows.append(prompt + answer)
+            labels.append([-100] * len(prompt) + answer)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        target = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            ids[i, : len(r)] = torch.tensor(r)
+            target[i, : len(lab)] = torch.tensor(lab)
+        usable = self.lm_ids.numel() - MONITOR_TOKENS - self.lm_seqlen - 1
+        starts = [rng.randrange(usable) for _ in range(self.lm_batch)]
+        lm = torch.stack([self.lm_ids[s : s + self.lm_seqlen + 1] for s in starts])
+        return {
+            "images": render_batch([ex.scene for ex in examples]),
+            "ids": ids,
+            "labels": target,
+            "mask": ids != self.tokenizer.pad_token_id,
+            "lm": lm,
+        }
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def vqa_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged per example first, so one-letter answers weigh as much as descriptions."""
+    shifted = labels[:, 1:]
+    nll = nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=-100, reduction="none"
+    )
+    per_example = nll.sum(1) / (shifted != -100).sum(1).clamp(min=1)
+    return per_example.mean()
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    if device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    model, processor = build_model(tokenizer, args.tiny)
+    model.to(device).train()
+    params = sum(p.numel() for p in model.parameters())
+    lm_ids = lm_token_ids(tokenizer)
+    monitor = lm_ids[-MONITOR_TOKENS:]  # held back from training: a ppl curve that is not the test set
+    # an accuracy curve that is not the held-out set (other seed)
+    monitor_items = heldout_items(MONITOR_QUESTIONS, MONITOR_SEED)
+    print(f"device {device}, {params / 1e6:.2f}M parameters, {lm_ids.numel()} LM tokens", flush=True)
+
+    data = Batches(args.seed, tokenizer, lm_ids, args.batch, args.lm_batch, args.lm_seqlen)
+    loader = DataLoader(
+        data,
+        batch_size=None,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if args.workers else None,
+        persistent_workers=False,
+    )
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embed" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+        fused=device.type == "cuda",
+    )
+    mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    total = args.steps or 10**9
+    curve, window = [], {"vqa": [], "lm": []}
+    start = time.perf_counter()
+    probe_start = None
+    step = 0
+    for step, batch in enumerate(loader):
+        if step >= total:
+            break
+        if not args.steps and step == 10:
+            probe_start = time.perf_counter()
+        if not args.steps and step == 50:
+            rate = 40 / (time.perf_counter() - probe_start)
+            remaining = args.budget_minutes * 60 - (time.perf_counter() - start)
+            total = 50 + int(remaining * rate)
+            print(
+                f"{rate:.1f} steps/s -> {total} steps (rerun with --steps {total} to reproduce)", flush=True
+            )
+        lr = lr_at(step, total, args.lr, args.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        pixels = normalize_images(batch["images"], mean, std)
+        with autocast:
+            logits = model(
+                input_ids=batch["ids"],
+                pixel_values=pixels,
+                attention_mask=batch["mask"].long(),
+                use_cache=False,
+            ).logits
+            loss_vqa = vqa_loss(logits, batch["labels"])
+            lm = batch["lm"]
+            lm_logits = model(input_ids=lm[:, :-1], use_cache=False).logits
+            loss_lm = nn.functional.cross_entropy(lm_logits.float().flatten(0, 1), lm[:, 1:].flatten())
+            loss = loss_vqa + args.lm_weight * loss_lm
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window["vqa"].append(loss_vqa.detach())
+        window["lm"].append(loss_lm.detach())
+        if (step + 1) % args.log_every == 0 or step + 1 == total:
+            point = {
+                "step": step + 1,
+                "seconds": round(time.perf_counter() - start, 1),
+                "lr": lr,
+                "vqa_loss": float(torch.stack(window["vqa"]).mean()),
+                "lm_loss": float(torch.stack(window["lm"]).mean()),
+            }
+            if (step + 1) % (args.log_every * 10) == 0 or step + 1 == total:
+                model.eval()
+                point["monitor_ppl"] = perplexity(model, monitor, min(2048, args.lm_seqlen))
+                point["monitor_circular"] = mcq_accuracy(model, processor, monitor_items).circular
+                model.train()
+            curve.append(point)
+            window = {"vqa": [], "lm": []}
+            print(json.dumps(point), flush=True)
+    seconds = time.perf_counter() - start
+    steps_done = min(step + 1, total)
+    model.eval()
+    folder = save_model(model, processor, out / MODEL_NAME)
+    log = {
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "steps": steps_done,
+        "train_seconds": round(seconds, 1),
+        "parameters": params,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "examples_seen": steps_done * args.batch,
+        "lm_tokens_seen": steps_done * args.lm_batch * args.lm_seqlen,
+        "curve": curve,
+    }
+    if args.eval:
+        log["fp16"] = quick_eval(folder, device, args.eval_windows)
+        print(json.dumps(log["fp16"]), flush=True)
+    (out / "training_log.json").write_text(json.dumps(log, indent=2))
+    with tarfile.open(out / f"{MODEL_NAME}.tar", "w") as tar:
+        tar.add(folder, arcname=MODEL_NAME)
+    print(f"saved {folder} ({seconds:.0f}s of training, {steps_done} steps)", flush=True)
+
+
+def save_model(model: nn.Module, processor, folder: Path) -> Path:
+    """float16 weights in one safetensors file, processor and tokenizer files beside them."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    model.to(torch.float16)
+    model.config.dtype = "float16"
+    model.save_pretrained(folder, max_shard_size="1GB")
+    processor.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    return folder
+
+
+def quick_eval(folder: Path, device: torch.device, windows: int | None) -> dict:
+    """Reload the saved folder in float16 and measure held-out circular accuracy and wikitext-2 ppl."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    acc = mcq_accuracy(model, processor, heldout_items())
+    test_ids = processor.tokenizer(
+        shipped_text_path("wikitext2", "test").read_text(), add_special_tokens=False
+    )["input_ids"]
+    return {
+        "circular": acc.circular,
+        "vanilla": acc.vanilla,
+        "per_category": acc.per_category,
+        "wikitext2_test_ppl": perplexity(model, test_ids, 2048, windows),
+    }
+
+
+def _evaluate(model, processor, test_ids, windows: int | None, kv_bits: int = 16) -> dict:
+    """Circular accuracy and wikitext-2 test ppl; kv8/kv4 through the split-prefill / chunked paths."""
+    factory, chunk = None, None
+    if kv_bits != 16:
+        from vlq.kv import make_quantized_cache
+
+        factory, chunk = (lambda: make_quantized_cache(kv_bits, model.config)), 256
+    acc = mcq_accuracy(model, processor, heldout_items(), cache_factory=factory)
+    return {
+        "circular": acc.circular,
+        "vanilla": acc.vanilla,
+        "per_category": acc.per_category,
+        "wikitext2_test_ppl": perplexity(model, test_ids, 2048, windows, chunk, factory),
+    }
+
+
+def measure(args: argparse.Namespace) -> None:
+    """fp16, RTN w4 g128, AWQ w4 g128 (`vlq auto-awq --search-scale` and without), kv8, kv4."""
+    import copy
+    import tempfile
+
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from vlq.awq.pipeline import AutoAwqOptions, auto_awq
+    from vlq.loading import load_vlm
+    from vlq.reference.evaluate import rtn_quantize_
+
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    processor = AutoProcessor.from_pretrained(args.model)
+    test_ids = processor.tokenizer(
+        shipped_text_path("wikitext2", "test").read_text(), add_special_tokens=False
+    )["input_ids"]
+    results: dict = {
+        "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+        "compute_dtype": str(dtype),
+        "ppl_windows": args.ppl_windows,
+        "calib": f"ptb (shipped valid.txt), {args.calib_samples} x {args.calib_seqlen}",
+    }
+    out = Path(args.out)
+
+    def record(name: str, run) -> None:
+        start = time.perf_counter()
+        try:
+            results[name] = run()
+            results[name]["seconds"] = round(time.perf_counter() - start, 1)
+        except Exception as exc:  # keep the other rows: one failure should not lose the whole table
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(name, json.dumps(results[name]), flush=True)
+        out.write_text(json.dumps(results, indent=2))
+
+    fp16 = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    record("fp16", lambda: _evaluate(fp16, processor, test_ids, args.ppl_windows))
+
+    def rtn() -> dict:
+        model = copy.deepcopy(fp16)
+        rtn_quantize_(model, 4, 128)
+        return _evaluate(model, processor, test_ids, args.ppl_windows)
+
+    record("rtn_w4g128", rtn)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, search in (("awq_w4g128", True), ("awq_w4g128_no_search", False)):
+
+            def awq(search: bool = search, name: str = name) -> dict:
+                options = AutoAwqOptions(
+                    model=args.model,
+                    work_dir=f"{tmp}/{name}",
+                    w_group_size=128,
+                    search_scale=search,
+                    calib_samples=args.calib_samples,
+                    calib_seqlen=args.calib_seqlen,
+                    device=str(device.type),
+                )
+                result = auto_awq(options)
+                loaded = load_vlm(result.output_dir, device=str(device.type))
+                row = _evaluate(loaded.model.eval(), processor, test_ids, args.ppl_windows)
+                row["awq_seconds"] = round(result.seconds, 1)
+                return row
+
+            record(name, awq)
+    for bits in (8, 4):
+        record(f"kv{bits}", lambda bits=bits: _evaluate(fp16, processor, test_ids, args.ppl_windows, bits))
+
+
+def heldout(args: argparse.Namespace) -> None:
+    path = write_mmbench_tsv(heldout_items(args.questions), args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train and save the reference model")
+    t.add_argument("--out", required=True, help="output folder (model folder, its .tar, training_log.json)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=0, help="optimizer steps; 0: sized to --budget-minutes")
+    t.add_argument("--budget-minutes", type=float, default=3.5, help="training time when --steps is 0")
+    t.add_argument("--batch", type=int, default=256, help="image-question examples per step")
+    t.add_argument("--lm-batch", type=int, default=2, help="text windows per step")
+    t.add_argument("--lm-seqlen", type=int, default=2048)
+    t.add_argument("--lm-weight", type=float, default=1.0)
+    t.add_argument("--lr", type=float, default=1.5e-3)
+    t.add_argument("--warmup", type=int, default=200)
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--workers", type=int, default=min(10, max(0, (os.cpu_count() or 2) - 4)))
+    t.add_argument("--device", default="auto")
+    t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--eval", action="store_true", help="after saving: held-out accuracy and wikitext-2 ppl")
+    t.add_argument("--eval-windows", type=int, default=None, help="limit the ppl windows (smoke tests)")
+    t.add_argument("--tiny", action="store_true", help="a tiny model (CPU smoke test of the script)")
+    t.set_defaults(func=train)
+    h = sub.add_parser("heldout", help="write the held-out MMBench TSV")
+    h.add_argument("--out", required=True)
+    h.add_argument("--questions", type=int, default=200)
+    h.set_defaults(func=heldout)
+    m = sub.add_parser("measure", help="fp16 vs RTN vs AWQ (w4a16 g128) vs kv8/kv4: accuracy and ppl")
+    m.add_argument("--model", required=True, help="the 16-bit reference folder")
+    m.add_argument("--out", required=True, help="JSON results (rewritten after every row)")
+    m.add_argument("--device", default="auto")
+    m.add_argument("--calib-samples", type=int, default=128)
+    m.add_argument("--calib-seqlen", type=int, default=2048)
+    m.add_argument("--ppl-windows", type=int, default=None, help="limit the 2048-token ppl windows")
+    m.set_defaults(func=measure)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,546 @@
+"""Triton kernels for w4a16 over AutoAWQ GEMM tensors, read in place (no repacking).
+
+- `w4a16_gemm_kernel` (tiled): a program owns a `[BLOCK_M, BLOCK_N]` output tile and a
+  contiguous slice of K (split-K when the grid would otherwise leave SMs idle); each K step
+  unpacks `[BLOCK_K, BLOCK_N / 8]` int32 words, dequantizes them in registers and feeds a
+  tensor-core dot. Used from 1 to 255 tokens.
+- `w4a16_decode_kernel` (transposed, few tokens, large weights): see its docstring.
+- `awq_dequantize_kernel`: the dense weight for cuBLAS from 256 tokens on (`pick_config`).
+
+Why the magic-number unpack: a 4-bit code `q` OR-ed into the bits of OFFSET = 1024.0 (fp16) or
+128.0 (bf16) *is* `OFFSET + q` as a float, which skips the slow int->float conversion;
+subtracting `OFFSET + zero` (unpacked the same way) gives `q - zero` exactly, and one multiply by
+the scale rounds exactly as the torch reference does.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+# Why the pairs: AWQ_PACK_ORDER puts logical columns (0, 1) at bits (0, 16), (2, 3) at (4, 20),
+# (4, 5) at (8, 24) and (6, 7) at (12, 28), so one shift and one mask `0x000F000F` lift two
+# neighbouring codes at once, and OR-ing `0x64006400` (two fp16 1024.0) makes both floats.
+
+
+@triton.jit
+def _halves(pair, dtype: tl.constexpr):
+    """Split an int32 holding two 16-bit floats into (low, high) tensors of `dtype`."""
+    low = (pair & 0xFFFF).to(tl.int16).to(dtype, bitcast=True)
+    high = (pair >> 16).to(tl.int16).to(dtype, bitcast=True)
+    return low, high
+
+
+@triton.jit
+def _unpack_offset(packed, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """AWQ int32 words `[..., C]` -> `OFFSET + code` in `dtype`, `[..., 8C]` in logical column order.
+
+    MAGIC is OFFSET's bit pattern repeated in both halves of an int32.
+    """
+    c0, c1 = _halves((packed & 0x000F000F) | MAGIC, dtype)
+    c2, c3 = _halves(((packed >> 4) & 0x000F000F) | MAGIC, dtype)
+    c4, c5 = _halves(((packed >> 8) & 0x000F000F) | MAGIC, dtype)
+    c6, c7 = _halves(((packed >> 12) & 0x000F000F) | MAGIC, dtype)
+    # interleave(a, b)[2i + j] = (a, b)[j][i]; three levels put c_r at 8i + r.
+    even = tl.interleave(tl.interleave(c0, c4), tl.interleave(c2, c6))
+    odd = tl.interleave(tl.interleave(c1, c5), tl.interleave(c3, c7))
+    return tl.interleave(even, odd)
+
+
+@triton.jit
+def w4a16_gemm_kernel(
+    x_ptr,
+    qweight_ptr,
+    qzeros_ptr,
+    scales_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_om,
+    packed_n,
+    split_k,
+    group_size,
+    MAGIC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    ATOMIC: tl.constexpr,
+):
+    """`out[M, N] (+)= x[M, K] @ dequant(W)[K, N]` for one output tile and one K slice.
+
+    `packed_n` is N / 8 (passed so Triton sees its divisibility and vectorizes the row loads).
+    `BLOCK_K` divides `group_size`, so one K step sees a single row of scales and zeros.
+    ATOMIC: several K slices add into a zeroed `out` (split-K).
+    """
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped ordering: GROUP_M row tiles share each column strip, so its weights stay in L2.
+    width = GROUP_M * grid_n
+    group_first_m = (pid // width) * GROUP_M
+    group_rows = tl.minimum(grid_m - group_first_m, GROUP_M)
+    pid_m = group_first_m + (pid % width) % group_rows
+    pid_n = (pid % width) // group_rows
+
+    PACKED_BLOCK_N: tl.constexpr = BLOCK_N // 8
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_pn = pid_n * PACKED_BLOCK_N + tl.arange(0, PACKED_BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask_pn = offs_pn < packed_n
+
+    steps = K // BLOCK_K
+    steps_per_split = tl.cdiv(steps, split_k)
+    first = pid_k * steps_per_split
+    last = tl.minimum(first + steps_per_split, steps)
+
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (first * BLOCK_K + offs_k)[None, :]
+    w_ptrs = qweight_ptr + (first * BLOCK_K + offs_k)[:, None] * packed_n + offs_pn[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(first, last):
+        group = (step * BLOCK_K) // group_size
+        x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+        packed = tl.load(w_ptrs, mask=mask_pn[None, :], other=0)
+        zeros = _unpack_offset(
+            tl.load(qzeros_ptr + group * packed_n + offs_pn, mask=mask_pn, other=0), MAGIC, dtype
+        )
+        scales = tl.load(scales_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+        codes = _unpack_offset(packed, MAGIC, dtype)
+        acc = tl.dot(x, (codes - zeros[None, :]) * scales[None, :], acc)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K * packed_n
+
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    out_mask = mask_m[:, None] & mask_n[None, :]
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask, sem="relaxed")
+    else:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+# Inline PTX for the decode kernel: two AWQ words (rows k and k+1 of one packed column) in, the
+# eight logical columns out as packed pairs {code(k), code(k+1)} (OFFSET + code in each half), the
+# register layout the tensor-core operand wants. lop3 0xEA is (a & b) | c; prmt 0x5410 / 0x7632
+# take the low / high halves of both words.
+_UNPACK_PTX = """
+{
+.reg .b32 p0, p1, t0, t1;
+lop3.b32 p0, $8, 0x000F000F, MAGIC, 0xea;
+lop3.b32 p1, $9, 0x000F000F, MAGIC, 0xea;
+prmt.b32 $0, p0, p1, 0x5410;
+prmt.b32 $1, p0, p1, 0x7632;
+shr.u32 t0, $8, 4;
+shr.u32 t1, $9, 4;
+lop3.b32 p0, t0, 0x000F000F, MAGIC, 0xea;
+lop3.b32 p1, t1, 0x000F000F, MAGIC, 0xea;
+prmt.b32 $2, p0, p1, 0x5410;
+prmt.b32 $3, p0, p1, 0x7632;
+shr.u32 t0, $8, 8;
+shr.u32 t1, $9, 8;
+lop3.b32 p0, t0, 0x000F000F, MAGIC, 0xea;
+lop3.b32 p1, t1, 0x000F000F, MAGIC, 0xea;
+prmt.b32 $4, p0, p1, 0x5410;
+prmt.b32 $5, p0, p1, 0x7632;
+shr.u32 t0, $8, 12;
+shr.u32 t1, $9, 12;
+lop3.b32 p0, t0, 0x000F000F, MAGIC, 0xea;
+lop3.b32 p1, t1, 0x000F000F, MAGIC, 0xea;
+prmt.b32 $6, p0, p1, 0x5410;
+prmt.b32 $7, p0, p1, 0x7632;
+}
+"""
+_UNPACK_PTX_F16 = tl.constexpr(_UNPACK_PTX.replace("MAGIC", "0x64006400"))
+_UNPACK_PTX_BF16 = tl.constexpr(_UNPACK_PTX.replace("MAGIC", "0x43004300"))
+
+
+@triton.jit
+def _nibble(packed, SHIFT: tl.constexpr, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """`OFFSET + code` of the nibble at bit SHIFT of every word, elementwise."""
+    return (((packed >> SHIFT) & 0xF) | (MAGIC & 0xFFFF)).to(tl.int16).to(dtype, bitcast=True)
+
+
+@triton.jit
+def _columns(packed, MAGIC: tl.constexpr, dtype: tl.constexpr, USE_PTX: tl.constexpr):
+    """The eight logical columns of AWQ words, each the words' shape: (OFFSET + code) in dtype."""
+    if USE_PTX:
+        if dtype == tl.float16:
+            return tl.inline_asm_elementwise(
+                _UNPACK_PTX_F16,
+                "=r,=r,=r,=r,=r,=r,=r,=r,r,r",
+                [packed],
+                dtype=(tl.float16,) * 8,
+                is_pure=True,
+                pack=2,
+            )
+        else:
+            return tl.inline_asm_elementwise(
+                _UNPACK_PTX_BF16,
+                "=r,=r,=r,=r,=r,=r,=r,=r,r,r",
+                [packed],
+                dtype=(tl.bfloat16,) * 8,
+                is_pure=True,
+                pack=2,
+            )
+    else:
+        return (
+            _nibble(packed, 0, MAGIC, dtype),
+            _nibble(packed, 16, MAGIC, dtype),
+            _nibble(packed, 4, MAGIC, dtype),
+            _nibble(packed, 20, MAGIC, dtype),
+            _nibble(packed, 8, MAGIC, dtype),
+            _nibble(packed, 24, MAGIC, dtype),
+            _nibble(packed, 12, MAGIC, dtype),
+            _nibble(packed, 28, MAGIC, dtype),
+        )
+
+
+@triton.jit
+def _column_dot(codes, zeros, scales_ptr, offs_pn, mask_pn, COLUMN: tl.constexpr, x_t, x_sum, acc):
+    """acc[p, t] += scale * sum_k (code - zero) * x for logical column 8p + COLUMN.
+
+    The dot takes the raw `OFFSET + code` values; `x @ (OFFSET + code) - sum(x) * (OFFSET + zero)`
+    is `x @ (code - zero)`, so zero and scale cost one op per output instead of two per weight.
+    """
+    scales = tl.load(scales_ptr + offs_pn * 8 + COLUMN, mask=mask_pn, other=0.0)
+    partial = tl.dot(codes, x_t)
+    return acc + (partial - zeros.to(tl.float32)[:, None] * x_sum[None, :]) * scales.to(tl.float32)[:, None]
+
+
+@triton.jit
+def _store_column(out_ptrs, acc, mask, COLUMN: tl.constexpr, ATOMIC: tl.constexpr):
+    value = acc.to(out_ptrs.dtype.element_ty)
+    if ATOMIC:
+        tl.atomic_add(out_ptrs + COLUMN, value, mask=mask, sem="relaxed")
+    else:
+        tl.store(out_ptrs + COLUMN, value, mask=mask)
+
+
+@triton.jit
+def w4a16_decode_kernel(
+    x_ptr,
+    qweight_ptr,
+    qzeros_ptr,
+    scales_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_om,
+    packed_n,
+    split_k,
+    group_size,
+    MAGIC: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    USE_PTX: tl.constexpr,
+    ATOMIC: tl.constexpr,
+):
+    """Few-token GEMM computed transposed, `out^T = W^T x^T`, one dot per logical column in a word.
+
+    Why transposed: the dequantized weights become the dot's left operand, which the tensor cores
+    read straight from registers, so the weight tile never goes through shared memory; only the
+    tiny activation tile does. Why eight dots: logical column 8p + r of packed column p comes from
+    the same nibble r of every word, so each dot's operand is an elementwise function of the loaded
+    `[BLOCK_P, BLOCK_K]` words and no shuffle is needed; the eight results land in columns 8p + r.
+    """
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    pid_p = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_t = tl.program_id(2)
+    offs_pn = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_pn = offs_pn < packed_n
+    mask_t = offs_t < M
+
+    steps = K // BLOCK_K
+    steps_per_split = tl.cdiv(steps, split_k)
+    first = pid_k * steps_per_split
+    last = tl.minimum(first + steps_per_split, steps)
+    w_ptrs = qweight_ptr + (first * BLOCK_K + offs_k)[None, :] * packed_n + offs_pn[:, None]
+    x_ptrs = x_ptr + offs_t[None, :] * stride_xm + (first * BLOCK_K + offs_k)[:, None]
+    acc0 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc4 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc5 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc6 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    acc7 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
+    for step in range(first, last):
+        group = (step * BLOCK_K) // group_size
+        packed = tl.load(w_ptrs, mask=mask_pn[:, None], other=0)
+        x_t = tl.load(x_ptrs, mask=mask_t[None, :], other=0.0)
+        x_sum = tl.sum(x_t.to(tl.float32), axis=0)
+        zeros = tl.load(qzeros_ptr + group * packed_n + offs_pn, mask=mask_pn, other=0)
+        c0, c1, c2, c3, c4, c5, c6, c7 = _columns(packed, MAGIC, dtype, USE_PTX)
+        s_ptr = scales_ptr + group * N
+        acc0 = _column_dot(c0, _nibble(zeros, 0, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 0, x_t, x_sum, acc0)
+        acc1 = _column_dot(c1, _nibble(zeros, 16, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 1, x_t, x_sum, acc1)
+        acc2 = _column_dot(c2, _nibble(zeros, 4, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 2, x_t, x_sum, acc2)
+        acc3 = _column_dot(c3, _nibble(zeros, 20, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 3, x_t, x_sum, acc3)
+        acc4 = _column_dot(c4, _nibble(zeros, 8, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 4, x_t, x_sum, acc4)
+        acc5 = _column_dot(c5, _nibble(zeros, 24, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 5, x_t, x_sum, acc5)
+        acc6 = _column_dot(c6, _nibble(zeros, 12, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 6, x_t, x_sum, acc6)
+        acc7 = _column_dot(c7, _nibble(zeros, 28, MAGIC, dtype), s_ptr, offs_pn, mask_pn, 7, x_t, x_sum, acc7)
+        w_ptrs += BLOCK_K * packed_n
+        x_ptrs += BLOCK_K
+
+    out_ptrs = out_ptr + offs_t[None, :] * stride_om + offs_pn[:, None] * 8
+    mask = mask_pn[:, None] & mask_t[None, :]
+    _store_column(out_ptrs, acc0, mask, 0, ATOMIC)
+    _store_column(out_ptrs, acc1, mask, 1, ATOMIC)
+    _store_column(out_ptrs, acc2, mask, 2, ATOMIC)
+    _store_column(out_ptrs, acc3, mask, 3, ATOMIC)
+    _store_column(out_ptrs, acc4, mask, 4, ATOMIC)
+    _store_column(out_ptrs, acc5, mask, 5, ATOMIC)
+    _store_column(out_ptrs, acc6, mask, 6, ATOMIC)
+    _store_column(out_ptrs, acc7, mask, 7, ATOMIC)
+
+
+@triton.jit
+def awq_dequantize_kernel(
+    qweight_ptr,
+    qzeros_ptr,
+    scales_ptr,
+    out_ptr,
+    K,
+    N,
+    packed_n,
+    group_size,
+    MAGIC: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Dense `[K, N]` weight in out's dtype, for the prefill path that hands it to cuBLAS.
+
+    `BLOCK_K` divides `group_size`, so a tile has one row of scales and zeros.
+    """
+    dtype: tl.constexpr = out_ptr.dtype.element_ty
+    pid_k = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    PACKED_BLOCK_N: tl.constexpr = BLOCK_N // 8
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_pn = pid_n * PACKED_BLOCK_N + tl.arange(0, PACKED_BLOCK_N)
+    mask_pn = offs_pn < packed_n
+    mask_n = offs_n < N
+    group = pid_k * BLOCK_K // group_size
+    packed = tl.load(
+        qweight_ptr + offs_k[:, None] * packed_n + offs_pn[None, :], mask=mask_pn[None, :], other=0
+    )
+    zeros = _unpack_offset(
+        tl.load(qzeros_ptr + group * packed_n + offs_pn, mask=mask_pn, other=0), MAGIC, dtype
+    )
+    scales = tl.load(scales_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+    weight = (_unpack_offset(packed, MAGIC, dtype) - zeros[None, :]) * scales[None, :]
+    tl.store(out_ptr + offs_k[:, None] * N + offs_n[None, :], weight, mask=mask_n[None, :])
+
+
+# Bits of OFFSET (1024.0 in fp16, 128.0 in bf16) in both halves of an int32.
+_MAGIC = {torch.float16: 0x64006400, torch.bfloat16: 0x43004300}
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Which kernel runs one problem size, with its tile shape and launch settings.
+
+    `kernel` "decode" is `w4a16_decode_kernel` (block_m tokens, block_n = 8 x packed columns);
+    "tiled" is `w4a16_gemm_kernel`. `use_ptx` (decode only) unpacks with inline PTX, which the
+    Triton interpreter cannot run.
+    """
+
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 4
+    group_m: int = 8
+    kernel: str = "tiled"
+    use_ptx: bool = False
+
+
+def step_size(group_size: int, limit: int = 128) -> int:
+    """Largest power of two <= `limit` dividing `group_size` (a K step must not cross a group)."""
+    return min(group_size & -group_size, limit)
+
+
+def launch_gemm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    config: GemmConfig,
+) -> torch.Tensor:
+    """`x [M, K] @ dequant(W) [K, N]` with one launch of the fused kernel (plus a zero fill for split-K).
+
+    Split-K adds fp16 partials atomically into the output, as AutoAWQ's kernel does; bf16 adds in
+    an fp32 buffer instead (bf16 atomics would round each partial to 8 bits).
+    """
+    m, k = x.shape
+    n = scales.shape[1]
+    block_k = min(config.block_k, step_size(group_size))
+    atomic = config.split_k > 1
+    if not atomic:
+        out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    elif x.dtype == torch.float16:
+        out = torch.zeros((m, n), dtype=x.dtype, device=x.device)
+    else:
+        out = torch.zeros((m, n), dtype=torch.float32, device=x.device)
+    common = (
+        x,
+        qweight,
+        qzeros,
+        scales,
+        out,
+        m,
+        n,
+        k,
+        x.stride(0),
+        out.stride(0),
+        n // 8,
+        config.split_k,
+        group_size,
+    )
+    if config.kernel == "decode":
+        grid = (triton.cdiv(n // 8, config.block_n // 8), config.split_k, triton.cdiv(m, config.block_m))
+        w4a16_decode_kernel[grid](
+            *common,
+            MAGIC=_MAGIC[x.dtype],
+            BLOCK_T=config.block_m,
+            BLOCK_P=config.block_n // 8,
+            BLOCK_K=block_k,
+            USE_PTX=config.use_ptx,
+            ATOMIC=atomic,
+            num_warps=config.num_warps,
+            num_stages=config.num_stages,
+        )
+    else:
+        grid = (triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n), config.split_k)
+        w4a16_gemm_kernel[grid](
+            *common,
+            MAGIC=_MAGIC[x.dtype],
+            BLOCK_M=config.block_m,
+            BLOCK_N=config.block_n,
+            BLOCK_K=block_k,
+            GROUP_M=config.group_m,
+            ATOMIC=atomic,
+            num_warps=config.num_warps,
+            num_stages=config.num_stages,
+        )
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def dequantize(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Dense `[K, N]` weight in `dtype` (fp16 or bf16), one pass over the packed tensors."""
+    k = qweight.shape[0]
+    n = scales.shape[1]
+    out = torch.empty((k, n), dtype=dtype, device=qweight.device)
+    block_k = step_size(group_size, limit=32)
+    block_n = 256
+    scales = scales.to(dtype)
+    grid = (k // block_k, triton.cdiv(n, block_n))
+    awq_dequantize_kernel[grid](
+        qweight,
+        qzeros,
+        scales,
+        out,
+        k,
+        n,
+        n // 8,
+        group_size,
+        MAGIC=_MAGIC[dtype],
+        BLOCK_K=block_k,
+        BLOCK_N=block_n,
+    )
+    return out
+
+
+# From this many tokens on, dequantizing once and calling cuBLAS beats the fused kernels.
+DEQUANT_MIN_M = 256
+# K x N from which the transposed decode kernel beats the tiled one at <= 16 tokens
+# (H100: 8192x28672 81.6 vs 115 us at M=1; the tiled one wins at 4096x11008 and below).
+DECODE_KERNEL_MIN_WEIGHTS = 1 << 26
+
+
+@functools.cache
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _split(steps: int, wanted: int) -> int:
+    """`wanted` K slices, halved until each slice has at least four K steps."""
+    split = wanted
+    while split > 1 and steps < 4 * split:
+        split //= 2
+    return split
+
+
+def pick_config(m: int, n: int, k: int, group_size: int, sms: int) -> GemmConfig | None:
+    """Kernel settings for an `[m, k] @ [k, n]` problem; None means dequantize + cuBLAS.
+
+    The numbers are the fastest of a sweep on an H100 (fp16, group 128) over the shapes of
+    `vlq bench gemm`. Up to 64 tokens the time is the weight stream, so tiles stay narrow and
+    split-K multiplies the programs in flight; from 256 tokens the dot dominates and cuBLAS on
+    a dequantized copy wins.
+    """
+    if m >= DEQUANT_MIN_M:
+        return None
+    block_k = step_size(group_size)
+    big = k * n >= DECODE_KERNEL_MIN_WEIGHTS
+    if m <= 16 and big:
+        block_k = min(block_k, 64)
+        tiles = triton.cdiv(n, 512)
+        split = 1
+        while tiles * split < 1.5 * sms:
+            split *= 2
+        return GemmConfig(
+            block_m=16,
+            block_n=512,
+            block_k=block_k,
+            split_k=_split(k // block_k, split),
+            num_stages=3,
+            kernel="decode",
+            use_ptx=True,
+        )
+    steps = k // block_k
+    if m <= 16:
+        return GemmConfig(block_m=16, block_n=128, block_k=block_k, split_k=_split(steps, 8))
+    if m <= 64:
+        return GemmConfig(
+            block_m=32 if m <= 32 else 64, block_n=64, block_k=block_k, split_k=_split(steps, 4)
+        )
+    if big:
+        return GemmConfig(block_m=128, block_n=128, block_k=min(block_k, 64))
+    return GemmConfig(block_m=64, block_n=64, block_k=block_k, split_k=_split(steps, 2))
+
+
+def w4a16_matmul_triton(
+    x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """`x [M, K] @ dequant(W)`; `x` row-major CUDA fp16/bf16, `scales` in x's dtype, checked by the caller."""
+    m, k = x.shape
+    n = scales.shape[1]
+    if m == 0:
+        return x.new_empty((0, n))
+    config = pick_config(m, n, k, group_size, sm_count(x.device.index or 0))
+    if config is None:
+        return x @ dequantize(qweight, qzeros, scales, group_size, x.dtype)
+    return launch_gemm(x, qweight, qzeros, scales, group_size, config)
