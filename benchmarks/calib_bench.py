@@ -15,9 +15,10 @@ tensors hold) and the 16-bit layer's output, over all calibration tokens, by one
     python benchmarks/calib_bench.py                          # GPU: 128 x 512 and 128 x 2048
     python benchmarks/calib_bench.py --hidden 256 --intermediate 512 --heads 4 --samples 8 --seqlens 64
 
-On the CPU AutoAWQ's `_compute_best_scale` restores weights from `.cpu()` snapshots that alias
-the live CPU tensors, so its result is wrong there; the CPU run patches that (clone) and is for
-smoke-testing this script only. Compare quality on the GPU.
+On the CPU AutoAWQ's `.cpu()` calls return the very tensors they are given: `_compute_best_scale`
+restores weights from a "snapshot" that is the live weights, and q/k/v (gate/up) input features
+alias, so `apply_scale` divides them two or three times. The CPU run patches both (clones); it is
+for smoke-testing this script. Compare quality on the GPU.
 """
 
 from __future__ import annotations
@@ -215,6 +216,8 @@ def run_autoawq(layer, states, kwargs, device) -> dict:
     start = time.perf_counter()
     named_linears = get_named_linears(work)
     input_feat = q._get_input_feat(work, named_linears)
+    if device.type == "cpu":  # on the CPU, `.cpu()` returns the same tensor: q/k/v (gate/up) inputs alias
+        input_feat = {name: x.clone() for name, x in input_feat.items()}
     module_config = layers_for_scaling(work, input_feat, q.module_kwargs)
     scales_list = [q._search_best_scale(work, **cfg) for cfg in module_config]
     apply_scale(work, scales_list, input_feat_dict=input_feat)

@@ -122,6 +122,8 @@ def auto_awq_command(
     dtype: str = typer.Option("auto", help="auto (the checkpoint's dtype), float16 or bfloat16."),
     force: bool = typer.Option(False, "--force", help="Overwrite a non-empty --work-dir."),
     seed: int = typer.Option(0, help="Seed for drawing calibration samples."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from WORK_DIR.partial/ after its last finished layer (same checkpoint and options; identical result)."),
+    gpus: int = typer.Option(1, "--gpus", help="Data-parallel processes, one per GPU, each calibrating a share of the samples (same result as one); with --device cpu, CPU processes (gloo). torchrun works too."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table (for CI logs)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
@@ -137,6 +139,7 @@ def auto_awq_command(
         model=model, work_dir=str(out), calib_dataset=calib_dataset, calib_samples=calib_samples,
         calib_seqlen=calib_seqlen, batch_size=batch_size, w_bits=w_bits, w_group_size=w_group_size,
         search_scale=search_scale, search_clip=search_clip, device=device, dtype=dtype, force=force, seed=seed,
+        resume=resume, gpus=gpus,
     )
     with _progress(quiet or json_out) as progress:
         on_start, on_layer = _layer_callbacks(progress, "quantizing layers")

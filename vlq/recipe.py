@@ -33,6 +33,8 @@ SUPPORTED_KV_BITS = (16, 8, 4)
 TINY_PREFIX = "tiny:"
 #: `eval.data:` value that makes the run write a small synthetic MMBench TSV (`vlq.eval.synth`).
 SYNTHETIC_DATA = "synthetic"
+#: `model:` / `eval.data:` value naming the trained reference VLM and its held-out set (`vlq.reference`).
+REFERENCE = "reference"
 
 
 def _opt(
@@ -95,7 +97,9 @@ class ExportSection:
 class EvalSection:
     """`vlq eval mmbench` options, run on the 16-bit baseline and on the quantized model."""
 
-    data: str | None = _opt(None, f"MMBench-format TSV, or '{SYNTHETIC_DATA}' (a small generated one)")
+    data: str | None = _opt(
+        None, f"MMBench-format TSV, '{REFERENCE}' (the reference VLM's held-out set) or '{SYNTHETIC_DATA}' (a small generated one)"
+    )
     kv_bits: int = _opt(
         16, "KV cache bits of the quantized run (the baseline is all 16-bit)", SUPPORTED_KV_BITS
     )
@@ -149,7 +153,7 @@ class Recipe:
 
 
 _TOP_LEVEL = {
-    "model": (str | None, "checkpoint folder or hub id, or tiny:llava (generated); --model overrides"),
+    "model": (str | None, "checkpoint folder or hub id, 'reference' (the shipped trained VLM) or tiny:llava (generated); --model overrides"),
     "out": (str | None, "run folder (outputs, summary.json, summary.md); --out overrides"),
     "description": (str, "free text shown at the top of summary.md"),
     "stages": (list[str], f"stages to run, in order: {', '.join(STAGES)}"),
@@ -399,7 +403,7 @@ def _check_combinations(recipe: Recipe, where: dict[str, str], source: str) -> N
     if "eval" in recipe.stages and not e.data:
         raise UsageError(
             f"{where.get('eval', stages_at)}: stages include eval but eval.data is not set "
-            f"(an MMBench TSV, or '{SYNTHETIC_DATA}')"
+            f"(an MMBench TSV, '{REFERENCE}' or '{SYNTHETIC_DATA}')"
         )
     x = recipe.export
     if x.opt_batch > x.max_batch:

@@ -41,7 +41,7 @@ from vlq.errors import GateFailed, InputError, UsageError
 from vlq.eval.mmbench import MmbenchOptions, evaluate_mmbench
 from vlq.eval.scoring import apply_gate, compare_runs, gate_failure
 from vlq.output import atomic_dir, write_json
-from vlq.recipe import STAGES, SYNTHETIC_DATA, TINY_PREFIX, Recipe
+from vlq.recipe import REFERENCE, STAGES, SYNTHETIC_DATA, TINY_PREFIX, Recipe
 
 STATE_NAME = "vlq_run.json"
 SUMMARY_JSON = "summary.json"
@@ -431,6 +431,10 @@ def resolve_model(recipe: Recipe, out: Path) -> str:
     model = recipe.model
     if not model:
         raise UsageError(f"{recipe.source}: no model: set model: in the recipe or pass --model PATH")
+    if model == REFERENCE:
+        from vlq.reference import reference_model_dir
+
+        return str(reference_model_dir())
     if model.startswith(TINY_PREFIX):
         from vlq.tiny import TINY_BUILDERS
 
@@ -456,6 +460,10 @@ def resolve_data(recipe: Recipe, out: Path) -> Path | None:
     data = recipe.eval.data
     if data is None:
         return None
+    if data == REFERENCE:
+        from vlq.reference import reference_mmbench_tsv
+
+        return reference_mmbench_tsv()
     if data == SYNTHETIC_DATA:
         from vlq.eval.synth import synth_mmbench
 
@@ -763,9 +771,9 @@ def demo_recipe(work_dir: str | Path = "vlq-demo", device: str = "auto") -> Reci
     from vlq.recipe import EvalSection, ExportSection, QuantizeSection
 
     return Recipe(
-        model=f"{TINY_PREFIX}llava",
+        model=REFERENCE,
         out=str(work_dir),
-        description="vlq demo (tiny generated LLaVA)",
+        description="vlq demo (the shipped reference VLM)",
         stages=STAGES,
         quantize=QuantizeSection(
             calib_dataset="ptb",
@@ -780,7 +788,7 @@ def demo_recipe(work_dir: str | Path = "vlq-demo", device: str = "auto") -> Reci
         ),
         export=ExportSection(out="vit", dtype="fp32", max_batch=2, device=device),
         eval=EvalSection(
-            data=SYNTHETIC_DATA, mode="logits", kv_bits=16, batch_size=8, device=device, max_drop=10.0
+            data=REFERENCE, mode="logits", kv_bits=16, batch_size=16, device=device, max_drop=5.0
         ),
         source="recipes/demo.yaml (built in)",
     )

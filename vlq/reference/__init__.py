@@ -1,10 +1,12 @@
-"""The reference VLM: a small LLaVA trained by `benchmarks/train_reference_vlm.py` that really sees and reads.
+"""The reference VLM: a small LLaVA trained by `benchmarks/train_reference_vlm.py`, far above chance.
 
 Random tiny models answer MMBench at chance, so their accuracy says nothing about what
 quantization costs. This one (CLIP ViT + projector + Llama, 64 px images, hidden 256) was trained
 on synthetic shapes/colors/counts/positions/text questions and on the shipped ptb and wikitext-2
 `valid.txt` text; `shapes_mmbench_test.tsv` holds its held-out questions in MMBench's layout,
-drawn with a different seed and with no training image among them.
+drawn with a different seed and with no training image among them. The shipped weights (3.5
+minutes on one H100) score 41% circular there (chance is about 4%): colors, counts and
+comparisons are learned, shapes only partly, positions, relations and reading not yet.
 """
 
 from __future__ import annotations

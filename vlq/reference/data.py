@@ -37,6 +37,7 @@ COLUMNS = (
     "split",
 )
 DESCRIBE_PROMPT = "Describe the image."
+SHORT_ANSWER = "Answer the question using a single word or phrase."
 
 
 @dataclass(frozen=True)
@@ -75,17 +76,32 @@ def heldout_items(n: int = HELDOUT_QUESTIONS, seed: int = HELDOUT_SEED) -> list[
     return items
 
 
-def training_example(rng: random.Random, excluded: set[Scene], describe_rate: float = 0.25) -> Example:
-    """A random example whose scene is not in `excluded`: an MMBench question, or a description."""
-    if rng.random() < describe_rate:
+def training_example(
+    rng: random.Random,
+    excluded: set[Scene],
+    describe_rate: float = 0.25,
+    short_rate: float = 0.0,
+    weights: dict[str, float] | None = None,
+) -> Example:
+    """A random example whose scene is not in `excluded`.
+
+    A description (`describe_rate`), a short-answer question answered with the option's text
+    (`short_rate`: perception supervised directly, without the letter indirection), or an
+    MMBench multiple-choice question answered with its letter.
+    """
+    draw = rng.random()
+    if draw < describe_rate:
         scene = sample_scene(rng)
         while scene in excluded:
             scene = sample_scene(rng)
         return Example(scene, DESCRIBE_PROMPT, describe(scene))
-    kind = rng.choices(list(TRAINING_WEIGHTS), weights=list(TRAINING_WEIGHTS.values()))[0]
+    weights = weights or TRAINING_WEIGHTS
+    kind = rng.choices(list(weights), weights=list(weights.values()))[0]
     scene, question = ask(rng, kind)
     while scene in excluded:
         scene, question = ask(rng, kind)
+    if draw < describe_rate + short_rate:
+        return Example(scene, f"{question.question}\n{SHORT_ANSWER}", question.options[question.answer])
     return Example(scene, mmbench_prompt(question), question.answer_letter)
 
 
