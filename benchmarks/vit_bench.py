@@ -22,11 +22,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vlq.export.bench import bench_vit, parse_batch_sizes  # noqa: E402
+from vlq.export.bench import bench_vit, parse_batch_sizes, vit_table  # noqa: E402
 from vlq.tiny import CHAT_TEMPLATE, build_tiny_llava, build_tiny_qwen2_vl, build_tokenizer  # noqa: E402
 
 
@@ -122,23 +121,7 @@ def main() -> None:
             args.dtype,
             on_stage=lambda text: console.print(f"[dim]{escape(text)}[/dim]"),
         )
-    table = Table(
-        title=f"vision encoder {args.build or model} ({result.kind}, {result.device}, {result.dtype}, "
-        f"images {result.image_size})"
-    )
-    for column in ("backend", "batch", "median ms", "p90 ms", "images/s", "status"):
-        table.add_column(column, justify="left" if column in ("backend", "status") else "right")
-    for r in result.rows:
-        ok = r.median_ms is not None
-        table.add_row(
-            r.backend,
-            str(r.batch),
-            f"{r.median_ms:.2f}" if ok else "-",
-            f"{r.p90_ms:.2f}" if ok else "-",
-            f"{r.images_per_s:.1f}" if ok else "-",
-            escape(r.status),
-        )
-    console.print(table)
+    console.print(vit_table(result, str(args.build or model)))
     if args.json_out:
         args.json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
 

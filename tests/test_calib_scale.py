@@ -107,7 +107,7 @@ def test_gram_clip_search_finds_the_exhaustive_optimum_over_all_tokens():
     for step in range(10):
         m = (original_max * (1 - step / 20))[..., None]
         q = fake_quantize(torch.clamp(wg, -m, m).reshape(16, 64), 4, 32).reshape(wg.shape)
-        errors.append(((xg * (q - wg)).sum(-1).pow(2).mean(0)))  # [16, 2]
+        errors.append((xg * (q - wg)).sum(-1).pow(2).mean(0))  # [16, 2]
     best = torch.stack(errors).argmin(0)
     assert torch.allclose(thresholds, original_max[0] * (1 - best / 20))
 

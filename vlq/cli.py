@@ -71,7 +71,14 @@ def print_json(data: Any) -> None:
 
 def _progress(quiet: bool):
     """A rich progress bar with ETA on stderr, or nothing with --quiet."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -762,9 +769,8 @@ def bench_vit_command(
     json_out: Path = typer.Option(None, "--json-out", help="Also write the results as JSON to this file."),
 ) -> None:
     """Vision-encoder latency and images/s per backend and batch size, in one table."""
-    from rich.markup import escape
 
-    from vlq.export.bench import bench_vit, parse_batch_sizes
+    from vlq.export.bench import bench_vit, parse_batch_sizes, vit_table
 
     result = bench_vit(
         model,
@@ -778,22 +784,7 @@ def bench_vit_command(
         dtype,
         on_stage=lambda text: err_console.print(f"[dim]{text}[/dim]", highlight=False),
     )
-    table = Table(
-        title=f"vision encoder ({result.kind}, {result.device}, {result.dtype}, images {result.image_size})"
-    )
-    for column in ("backend", "batch", "median ms", "p90 ms", "images/s", "status"):
-        table.add_column(column, justify="left" if column in ("backend", "status") else "right")
-    for r in result.rows:
-        ok = r.median_ms is not None
-        table.add_row(
-            r.backend,
-            str(r.batch),
-            f"{r.median_ms:.2f}" if ok else "-",
-            f"{r.p90_ms:.2f}" if ok else "-",
-            f"{r.images_per_s:.1f}" if ok else "-",
-            escape(r.status),
-        )
-    console.print(table)
+    console.print(vit_table(result))
     if json_out:
         json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
 

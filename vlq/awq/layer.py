@@ -43,7 +43,7 @@ from vlq.awq.pack import pack_awq
 from vlq.awq.quantize import fake_quantize, quantize
 from vlq.awq.search import ScaleSearchResult, apply_clip, balanced_scales, statistic_scales
 from vlq.calib.capture import LayerInputs, layer_output
-from vlq.kernels.linear import AwqLinear
+from vlq.kernels.branched import to_int4
 from vlq.models.base import Family, ResolvedGroup, get_module, resolve_groups
 
 #: Rows (fake-)quantized at once, and input columns packed at once: bound the float32 and int64
@@ -114,8 +114,9 @@ def _weight_channel_means(weights: list[torch.Tensor], group_size: int) -> torch
     return (total / rows).float()
 
 
-def pack_linear(linear: nn.Module, bits: int, group_size: int) -> AwqLinear:
-    """An `AwqLinear` holding `linear`'s weight quantized (RTN), packed a few input columns at a time."""
+def pack_linear(linear: nn.Module, bits: int, group_size: int) -> nn.Module:
+    """The int4 form of `linear` (`AwqLinear`, or the module re-classed where it carries branches
+    such as PLoRA) holding its weight quantized (RTN), packed a few input columns at a time."""
     weight = linear.weight.data
     out_features, in_features = weight.shape
     step = max(group_size, _PACK_COLUMNS // group_size * group_size)
@@ -123,13 +124,8 @@ def pack_linear(linear: nn.Module, bits: int, group_size: int) -> AwqLinear:
         pack_awq(quantize(weight[:, start : start + step], bits, group_size), SCALE_DTYPE)
         for start in range(0, in_features, step)
     ]
-    bias = getattr(linear, "bias", None)
-    module = AwqLinear(in_features, out_features, group_size, bias is not None, SCALE_DTYPE, "meta")
-    for name in ("qweight", "qzeros", "scales"):
-        setattr(module, name, torch.cat([part[name] for part in parts]))
-    if bias is not None:
-        module.bias = bias.detach().to(SCALE_DTYPE).clone()
-    return module
+    tensors = {name: torch.cat([part[name] for part in parts]) for name in ("qweight", "qzeros", "scales")}
+    return to_int4(linear, group_size, SCALE_DTYPE, tensors)
 
 
 def search_ratio(
@@ -342,7 +338,7 @@ def quantize_layer(
     inputs: LayerInputs,
     settings: LayerSettings,
     reducer: Reducer = LOCAL,
-) -> tuple[dict[str, AwqLinear], LayerReport, list[torch.Tensor]]:
+) -> tuple[dict[str, nn.Module], LayerReport, list[torch.Tensor]]:
     """AWQ one layer already on its compute device (inputs' hidden states may be on the host).
 
     Returns the packed 4-bit modules by linear name (for `install_linears`; the layer's float

@@ -44,11 +44,8 @@ from vlq.calib.capture import LayerInputs, capture_layer0_inputs, to_device
 from vlq.calib.data import calibration_samples
 from vlq.calib.stream import LayerPrefetcher, StreamedModel, open_streamed
 from vlq.errors import UsageError
-from vlq.awq.pack import pack_awq
-from vlq.kernels.branched import to_int4
 from vlq.models.base import Family, get_module, resolve_groups
-from vlq.models.loading import load_source_model
-from vlq.models.loading import read_config
+from vlq.models.loading import load_source_model, read_config
 from vlq.output import atomic_dir, check_work_dir, copy_side_files, write_json
 
 SUPPORTED_BITS = (4,)
@@ -155,16 +152,6 @@ def modules_to_not_convert(model: nn.Module, family: Family, quantized: set[str]
         if isinstance(module, nn.Linear) and name not in quantized and not any(k in name for k in keep):
             keep.append(name)
     return keep
-
-
-def replace_linears(layer: nn.Module, quantized: dict, scale_dtype: torch.dtype = torch.float16) -> None:
-    """Swap each quantized linear of `layer` for its int4 form holding the packed weights
-    (`AwqLinear`, or the same module re-classed where it carries branches such as PLoRA)."""
-    for name, q in quantized.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = get_module(layer, parent_name)
-        linear = getattr(parent, child)
-        setattr(parent, child, to_int4(linear, q.group_size, scale_dtype, pack_awq(q, scale_dtype)))
 
 
 def _cast_floats(value, dtype: torch.dtype):

@@ -178,3 +178,27 @@ def bench_vit(
                     continue
                 result.rows.append(_row(backend, batch, times))
     return result
+
+
+def vit_table(result: BenchResult, name: str = ""):
+    """The side-by-side rich table of one `bench_vit` run (CLI and benchmark script)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    label = f"{name} " if name else ""
+    table = Table(
+        title=f"vision encoder {label}({result.kind}, {result.device}, {result.dtype}, images {result.image_size})"
+    )
+    for column in ("backend", "batch", "median ms", "p90 ms", "images/s", "status"):
+        table.add_column(column, justify="left" if column in ("backend", "status") else "right")
+    for r in result.rows:
+        ok = r.median_ms is not None
+        table.add_row(
+            r.backend,
+            str(r.batch),
+            f"{r.median_ms:.2f}" if ok else "-",
+            f"{r.p90_ms:.2f}" if ok else "-",
+            f"{r.images_per_s:.1f}" if ok else "-",
+            escape(r.status),
+        )
+    return table

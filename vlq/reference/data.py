@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlq.eval.mmbench_data import CIRCULAR_OFFSET
 from vlq.reference.questions import KINDS, Question, ask, describe, mmbench_prompt
 from vlq.reference.scenes import Scene, render, sample_scene
 
 HELDOUT_SEED = 1_000_003
 HELDOUT_QUESTIONS = 200
-CIRCULAR_OFFSET = 1_000_000
 COLUMNS = (
     "index",
     "question",
