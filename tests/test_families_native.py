@@ -58,3 +58,16 @@ def test_native_family_quantizes_and_keeps_vision_bit_identical(builder, family,
         a = model(input_ids=ids).logits
         b = loaded.model(input_ids=ids).logits
     assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.95
+
+
+def test_unsupported_architecture_is_a_clear_error_listing_families(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from typer.testing import CliRunner
+
+    from vlq.cli import app
+
+    GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=128)).save_pretrained(tmp_path / "gpt2")
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "gpt2")])
+    assert result.exit_code == 3
+    assert "unsupported architecture GPT2LMHeadModel" in result.output
+    assert "llava" in result.output and "internlm_xcomposer2" in result.output and "vlq/models/" in result.output
