@@ -15,10 +15,12 @@ tensors hold) and the 16-bit layer's output, over all calibration tokens, by one
     python benchmarks/calib_bench.py                          # GPU: 128 x 512 and 128 x 2048
     python benchmarks/calib_bench.py --hidden 256 --intermediate 512 --heads 4 --samples 8 --seqlens 64
 
-On the CPU AutoAWQ's `.cpu()` calls return the very tensors they are given: `_compute_best_scale`
-restores weights from a "snapshot" that is the live weights, and q/k/v (gate/up) input features
-alias, so `apply_scale` divides them two or three times. The CPU run patches both (clones); it is
-for smoke-testing this script. Compare quality on the GPU.
+On the CPU AutoAWQ's `.cpu()` returns the very tensor it is given, so `_compute_best_scale`
+restores weights from a "snapshot" that is the live weights; the CPU run patches that (clone).
+
+`--hybrids` also scores each method's scales with the other's clipping (scales applied to a fresh
+copy with AutoAWQ's `apply_scale`, clipping searched on inputs recaptured from it), to tell which
+half of a difference in error comes from where.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import vlq.awq.layer as layer_module  # noqa: E402
+from vlq.awq.gram import add_block_gram, search_clip_gram  # noqa: E402
 from vlq.awq.layer import LayerSettings, quantize_layer  # noqa: E402
 from vlq.awq.pack import dequantize_awq  # noqa: E402
+from vlq.awq.quantize import fake_quantize  # noqa: E402
+from vlq.awq.search import apply_clip as vlq_apply_clip  # noqa: E402
 from vlq.calib.capture import LayerInputs, layer_output  # noqa: E402
 from vlq.models.llama_like import LLAVA  # noqa: E402
 
@@ -117,9 +123,18 @@ def run_vlq(layer, states, kwargs, batch_size: int, device, offload: bool = Fals
     _reset(device)
     _sync(device)
     start = time.perf_counter()
-    packed, report, outputs = quantize_layer(
-        work, LLAVA, 0, inputs, LayerSettings(search_scale=True, search_clip=True)
-    )
+    folded = []
+    fold = layer_module.fold_scales
+    layer_module.fold_scales = lambda prev, linears, scales, family=None: (
+        folded.append(scales.detach().cpu()),
+        fold(prev, linears, scales, family),
+    )[1]
+    try:
+        packed, report, outputs = quantize_layer(
+            work, LLAVA, 0, inputs, LayerSettings(search_scale=True, search_clip=True)
+        )
+    finally:
+        layer_module.fold_scales = fold
     _sync(device)
     seconds = time.perf_counter() - start
     peak = _peak_gib(device)
@@ -135,6 +150,7 @@ def run_vlq(layer, states, kwargs, batch_size: int, device, offload: bool = Fals
         "vlq_rtn_error": report.rtn_error,
         "vlq_awq_error": report.awq_error,
         "ratios": [g.ratio for g in report.groups],
+        "scales": folded,
     }
 
 
@@ -216,8 +232,6 @@ def run_autoawq(layer, states, kwargs, device) -> dict:
     start = time.perf_counter()
     named_linears = get_named_linears(work)
     input_feat = q._get_input_feat(work, named_linears)
-    if device.type == "cpu":  # on the CPU, `.cpu()` returns the same tensor: q/k/v (gate/up) inputs alias
-        input_feat = {name: x.clone() for name, x in input_feat.items()}
     module_config = layers_for_scaling(work, input_feat, q.module_kwargs)
     scales_list = [q._search_best_scale(work, **cfg) for cfg in module_config]
     apply_scale(work, scales_list, input_feat_dict=input_feat)
@@ -227,7 +241,7 @@ def run_autoawq(layer, states, kwargs, device) -> dict:
     search_seconds = time.perf_counter() - start
     state = {k: v.detach().cpu() for k, v in work.state_dict().items()}
     for name, linear in named_linears.items():
-        state[f"{name}.weight"] = q.pseudo_quantize_tensor(linear.weight.data.to(device).half())[0].cpu()
+        state[f"{name}.weight"] = q.pseudo_quantize_tensor(linear.weight.data.to(device))[0].cpu()
     pack_start = time.perf_counter()
     q._apply_quant(work, named_linears)
     _sync(device)
@@ -241,6 +255,7 @@ def run_autoawq(layer, states, kwargs, device) -> dict:
         "peak_gib": peak,
         "state": state,
         "ratios": None,
+        "scales": [(prev, names, scales.detach().cpu()) for prev, names, scales in scales_list],
     }
 
 
@@ -262,9 +277,55 @@ def _patch_cpu_snapshot(q) -> None:
     q._compute_best_scale = compute
 
 
-def rtn_state(layer, group_size: int = 128) -> dict:
-    from vlq.awq.quantize import fake_quantize
+@torch.no_grad()
+def hybrid_state(layer, awq_scales, scales, clip: str, states, kwargs, device) -> dict:
+    """A fresh copy with `scales` applied to AutoAWQ's groups, clipped by `clip` ("vlq" or "autoawq")
+    on inputs recaptured from that copy, then fake-quantized: one method's scales, the other's clip."""
+    _, _, apply_scale, apply_clip = import_autoawq()
+    work = copy.deepcopy(layer).to(device)
+    apply_scale(work, [(p, n, s.to(device)) for (p, n, _), s in zip(awq_scales, scales)])
+    work.to(device)
+    linears = {n: m for n, m in work.named_modules() if isinstance(m, torch.nn.Linear)}
+    clipped = {n: m for n, m in linears.items() if not n.endswith(("q_proj", "k_proj"))}
+    blocks = {
+        n: torch.zeros(m.in_features // 128, 128, 128, dtype=torch.float64, device=device)
+        for n, m in clipped.items()
+    }
+    feats: dict[str, list] = {n: [] for n in clipped}
 
+    def record(name):
+        def hook(module, args):
+            x = args[0].reshape(-1, args[0].shape[-1])
+            if clip == "vlq":
+                add_block_gram(blocks[name], x, 128)
+            else:
+                feats[name].append(x)
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in clipped.items()]
+    for chunk in states.split(8):
+        work(chunk, **kwargs)
+    for handle in handles:
+        handle.remove()
+    if clip == "vlq":
+        for name, m in clipped.items():
+            m.weight.data = vlq_apply_clip(
+                m.weight.data, search_clip_gram(m.weight.data, blocks[name], 4, 128)
+            )
+    else:
+        AwqQuantizer = import_autoawq()[0]
+        q = AwqQuantizer.__new__(AwqQuantizer)
+        q.w_bit, q.group_size, q.zero_point = 4, 128, True
+        apply_clip(work, q._search_best_clip(work, clipped, {n: torch.cat(v) for n, v in feats.items()}))
+        work.to(device)
+    state = {k: v.detach().cpu() for k, v in work.state_dict().items()}
+    for name, m in linears.items():
+        state[f"{name}.weight"] = fake_quantize(m.weight.data, 4, 128).cpu()
+    return state
+
+
+def rtn_state(layer, group_size: int = 128) -> dict:
     state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
     for name, module in layer.named_modules():
         if isinstance(module, torch.nn.Linear):
@@ -308,6 +369,7 @@ def bench_seqlen(args, seqlen: int, device: torch.device, emit) -> None:
             )
             continue
         state = result.pop("state")
+        vlq_scales = result.pop("scales")
         result["error"] = output_error(layer, state, states, kwargs, reference)
         emit({"shape": shape, "method": method, "batch_size": batch, "offload": offload, **result})
     if not args.no_autoawq:
@@ -317,15 +379,24 @@ def bench_seqlen(args, seqlen: int, device: torch.device, emit) -> None:
             emit({"shape": shape, "method": "autoawq", "failed": repr(exc)})
         else:
             state = result.pop("state")
+            awq_scales = result.pop("scales")
             result["error"] = output_error(layer, state, states, kwargs, reference)
             emit({"shape": shape, "method": "autoawq", **result})
+            if args.hybrids and runs:
+                for scales_from, scales in (("vlq", vlq_scales), ("autoawq", [x[2] for x in awq_scales])):
+                    for clip in ("vlq", "autoawq"):
+                        hybrid = hybrid_state(layer, awq_scales, scales, clip, states, kwargs, device)
+                        error = output_error(layer, hybrid, states, kwargs, reference)
+                        emit({"shape": shape, "method": f"{scales_from}-scales+{clip}-clip", "error": error})
     del layer, states, reference
     _reset(device)
 
 
 def warmup(args, device) -> None:
     """One small run of each method first: CUDA context, cuBLAS handles and kernel caches."""
-    small = argparse.Namespace(**{**vars(args), "samples": 2, "batch_sizes": [1], "offload": False})
+    small = argparse.Namespace(
+        **{**vars(args), "samples": 2, "batch_sizes": [1], "offload": False, "hybrids": False}
+    )
     bench_seqlen(small, 64, device, emit=lambda row: None)
 
 
@@ -343,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intermediate", type=int, default=11008)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--no-autoawq", action="store_true", help="Skip AutoAWQ even when importable.")
+    parser.add_argument(
+        "--hybrids", action="store_true", help="Also score each method's scales with the other's clipping."
+    )
     parser.add_argument("--json-out", type=Path, help="Append one JSON line per result to this file.")
     args = parser.parse_args(argv)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

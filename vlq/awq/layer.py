@@ -5,8 +5,8 @@ LMDeploy do): each layer is calibrated on the activations it will see in the qua
 up to its own error, errors don't compound through the calibration statistics, and every layer's
 result depends only on its own inputs, which is what makes `--resume` exact.
 
-What is kept, and why it is fast and small (a 7B layer at 128 x 512 tokens needs ~2 s and
-~2.5 GiB on an H100, AutoAWQ ~24 s and 7.5 GiB):
+What is kept, and why it is fast and small (a 7B layer at 128 x 512 tokens: 2.7 s and 3.3 GiB on
+an H100 with --batch-size 8, AutoAWQ 27.3 s and 7.3 GiB; see benchmarks/calib_bench.py):
 
 - One 16-bit pass records, per linear input, statistics instead of the activations: mean and
   max |x| per channel, the group-size blocks of the Gram matrix `sum x x^T` (all the clip search

@@ -37,18 +37,34 @@ from vlq.models.registry import detect_family, family_for_config
 _M_MMAP_THRESHOLD = -3
 
 
+def _libc():
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
 def fix_mmap_threshold(threshold: int = 2**20) -> None:
     """Serve host allocations of `threshold` bytes or more with mmap, so freeing returns them to the OS.
 
     glibc otherwise raises its mmap threshold to the size of the largest block freed: once a
     layer's tensors are freed, the next layer's same-sized tensors come from the heap, whose
     freed pages stay resident, and RSS grows by most of a layer per layer (measured on 80 layers
-    of 26 MB: 2.4 GB peak; 0.68 GB with this). A process-wide setting; a no-op off glibc."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, threshold)
+    of 26 MB: 2.4 GB peak). A process-wide setting; a no-op off glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+
+
+def trim_host_memory() -> None:
+    """Give freed heap pages of every thread's arena back to the OS (glibc's `malloc_trim`).
+
+    The smaller blocks of a layer's work (and those of the reader and OpenMP threads) otherwise
+    accumulate as free but resident heap: measured peak RSS over 144 layers varied between 0.61
+    and 0.97 GB from run to run without it, 0.61 GB with it."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def find_layer_prefix(keys: set[str], layer_names: list[list[str]], module_prefix: str) -> str:
@@ -112,8 +128,9 @@ class StreamedModel:
         return layer
 
     def release_layer(self, index: int) -> None:
-        """Drop decoder layer `index`'s tensors (back to the meta device)."""
+        """Drop decoder layer `index`'s tensors (back to the meta device) and give the memory back."""
         self.layers[index].to("meta")
+        trim_host_memory()
 
     def non_layer_keys(self) -> list[str]:
         """Checkpoint keys outside the decoder layers (embeddings, vision tower, projector, lm_head...)."""
