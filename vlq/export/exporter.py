@@ -97,7 +97,7 @@ def _validate(options: ExportOptions) -> tuple[tuple[int, int, int] | None, floa
 def export_onnx(path: VisionPath, sample: Inputs, onnx_path: Path, opset: int, external_bytes: int) -> dict:
     """torch.onnx.export (dynamo) of the path's encoder with dynamic axes; weights external above `external_bytes`."""
     encoder = path.encoder()
-    weight_bytes = sum(p.numel() * p.element_size() for p in encoder.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in path.vision_parameters())
     with warnings.catch_warnings(), torch.no_grad(), _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

@@ -79,8 +79,9 @@ class VisionPath(ABC):
         self.tower = self._module(spec.tower, "vision tower")
         self.projector = self._module(spec.projector, "projector")
         owner_path, _, self.method = spec.features.rpartition(".")
-        self.owner = self._module(owner_path, "image-features owner")
-        if not callable(getattr(type(self.owner), self.method, None)):
+        #: None where the model has no image-features method (the export is then tower + projector).
+        self.owner = self._module(owner_path, "image-features owner") if spec.features else None
+        if self.owner is not None and not callable(getattr(type(self.owner), self.method, None)):
             raise InputError(f"{self._where()}: {type(self.owner).__name__} has no method {self.method}")
         self.image_processor, self.processor_source = self._image_processor()
 
@@ -185,7 +186,12 @@ class VisionPath(ABC):
 
     def install(self, run: Runner, max_batch: int, backend: str) -> VitPatch:
         """Replace the image-features method of this model instance by one that calls `run`."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        if self.owner is None:
+            raise UsageError(
+                f"--vit-backend {backend}: family {self.loaded.family.name} has no image-features method to "
+                "replace (its code runs tower and projector inline), so the exported encoder cannot be "
+                "plugged into generation; the export itself is usable by a serving stack"
+            )
 
         # The original's signature stays visible: transformers' generate() reads it to route pixels.
         @functools.wraps(getattr(self.owner, self.method))
@@ -197,21 +203,29 @@ class VisionPath(ABC):
                     )
             inputs = self.bind(args, kwargs)
             embeds = torch.cat([run(chunk) for chunk in self.split(inputs, max_batch)])
-            embeds = embeds.to(self.device, self.dtype)
-            output = BaseModelOutputWithPooling(pooler_output=self.per_image(embeds, inputs))
-            return output if kwargs.get("return_dict", True) else output.to_tuple()
+            return self.result(embeds.to(self.device, self.dtype), inputs, kwargs)
 
         setattr(self.owner, self.method, features)
         return VitPatch(self.owner, self.method, backend)
 
+    def result(self, embeds: Tensor, inputs: Inputs, kwargs: dict):
+        """What the replaced image-features method returns for the encoder output `embeds`."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        output = BaseModelOutputWithPooling(pooler_output=self.per_image(embeds, inputs))
+        return output if kwargs.get("return_dict", True) else output.to_tuple()
+
     def preprocessing(self) -> dict:
-        settings = self.image_processor.to_dict() if hasattr(self.image_processor, "to_dict") else {}
-        settings = json.loads(json.dumps(settings, default=str))  # enums (resample...) as their names
         return {
             "source": self.processor_source,
             "class": type(self.image_processor).__name__,
-            "settings": settings,
+            "settings": json_settings(self.image_processor),
         }
+
+    def vision_parameters(self) -> list[nn.Parameter]:
+        """The weights of the vision path (tower, projector, other parts), each once."""
+        modules = [self.tower, self.projector, *(get_module(self.model, p) for p in self.spec.parts)]
+        return list({id(p): p for m in modules for p in m.parameters()}.values())
 
     def fingerprint(self, samples: int = 32) -> dict:
         """A few weight values of tower and projector: tells whether an export belongs to this model.
@@ -219,7 +233,8 @@ class VisionPath(ABC):
         Values, not a hash, so that the same weights cast to another 16-bit dtype still match.
         """
         params = dict(self.tower.named_parameters(prefix=self.spec.tower))
-        params.update(self.projector.named_parameters(prefix=self.spec.projector))
+        for path in (self.spec.projector, *self.spec.parts):
+            params.update(get_module(self.model, path).named_parameters(prefix=path))
         names = sorted(params)
         picked = [
             names[i] for i in np.linspace(0, len(names) - 1, min(samples, len(names))).round().astype(int)
@@ -236,6 +251,12 @@ class VisionPath(ABC):
         }
 
 
+def json_settings(processor) -> dict:
+    """An image processor's settings as plain JSON (enums such as `resample` by name)."""
+    settings = processor.to_dict() if hasattr(processor, "to_dict") else {}
+    return json.loads(json.dumps(settings, default=str))
+
+
 def same_weights(a: dict, b: dict) -> bool:
     """Two fingerprints of the same weights, up to a cast between 16-bit dtypes."""
     if (
@@ -248,10 +269,12 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def _kinds() -> dict[str, type[VisionPath]]:
+    from vlq.export.features import FeaturesPath, MiniGeminiPath
     from vlq.export.llava import LlavaPath
+    from vlq.export.navit import NavitPath
     from vlq.export.qwen2_vl import Qwen2VlPath
 
-    return {cls.kind: cls for cls in (LlavaPath, Qwen2VlPath)}
+    return {cls.kind: cls for cls in (LlavaPath, Qwen2VlPath, FeaturesPath, MiniGeminiPath, NavitPath)}
 
 
 def vision_path(loaded: LoadedVlm) -> VisionPath:

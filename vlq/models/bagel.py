@@ -10,7 +10,7 @@ shrink to ~3.4 GB: about 19-20 GB total, with image generation quality untouched
 
 from __future__ import annotations
 
-from vlq.models.base import Family
+from vlq.models.base import HALF_MEAN, HALF_STD, Family, VisionSpec
 from vlq.models.llama_like import LLAMA_SCALE_GROUPS
 
 BAGEL = Family(
@@ -25,6 +25,17 @@ BAGEL = Family(
     trust_remote_code=True,
     examples=("ByteDance-Seed/BAGEL-7B-MoT",),
     notes="generation expert (`*_moe_gen`) kept 16 bit: text calibration never exercises it",
+    # NaViT SigLIP over packed patches of any image size; `embed_vit_tokens` adds the connector and
+    # the 2D position table (`vit_pos_embed`).
+    vision=VisionSpec(
+        "navit",
+        "vit_model",
+        "connector",
+        "embed_vit_tokens",
+        image_mean=HALF_MEAN,
+        image_std=HALF_STD,
+        parts=("vit_pos_embed",),
+    ),
 )
 
 FAMILIES = (BAGEL,)

@@ -32,6 +32,11 @@ class ScaleGroup:
     optional: bool = False
 
 
+#: Normalizations of derived image processors (`VisionSpec.image_mean` / `image_std`).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+HALF_MEAN, HALF_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """Where a family turns preprocessed pixels into language-model embeddings (what export-vit exports).
@@ -40,13 +45,32 @@ class VisionSpec:
     `vlq/export/paths.py` that runs tower and projector with the family's own steps in between
     (LLaVA's feature-layer selection and CLS drop, Qwen2-VL's grid positions); `features` is the
     method the VLM calls for image embeddings, which a runtime backend (onnxruntime, TensorRT)
-    replaces. `projector` may sit inside the tower (Qwen2-VL's merger).
+    replaces. `projector` may sit inside the tower (Qwen2-VL's merger). Kind "features" exports
+    the `features` method itself (traced as the model runs it); an empty `features` means the
+    model has no such method and runs `projector(tower(pixels))` inline (DeepSeek-VL's remote
+    code): that composition is exported, and no runtime backend can be plugged in.
     """
 
     kind: str
     tower: str
     projector: str
     features: str
+    #: Pixel arguments of `features`, in call order (the exported graph's input names). Read by
+    #: kind "features"; the llava and qwen2_vl paths name their own inputs.
+    inputs: tuple[str, ...] = ("pixel_values",)
+    #: Per input, the config attribute (dotted, relative to the model config; `a|b` tries `a` first)
+    #: that holds its image side (an int, or [height, width]). Kind "features" only.
+    image_sizes: tuple[str, ...] = ()
+    #: What `features` returns: "pooler_output" (a ModelOutput holding the embeddings, transformers'
+    #: native models) or "tensor" (remote-code methods such as InternVL-Chat's `extract_feature`).
+    returns: str = "pooler_output"
+    #: Normalization of the processor vlq derives for checkpoints that ship none (remote code
+    #: preprocesses in Python); images are resized straight to the tower's size, as those do.
+    image_mean: tuple[float, ...] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
+    #: Other modules the path runs besides tower and projector (Mini-Gemini's ConvNeXt and
+    #: patch-mining projectors): part of the export's weight fingerprint.
+    parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

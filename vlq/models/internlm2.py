@@ -7,7 +7,7 @@ InternVL-Chat wraps different LLMs by size (InternLM2, Phi-3, Qwen2, Llama): one
 
 from __future__ import annotations
 
-from vlq.models.base import Family, ScaleGroup
+from vlq.models.base import IMAGENET_MEAN, IMAGENET_STD, Family, ScaleGroup, VisionSpec
 from vlq.models.llama_like import LLAMA_SCALE_GROUPS
 
 INTERNLM2_SCALE_GROUPS = (
@@ -31,6 +31,16 @@ _INTERNVL_CHAT = dict(
     keep_16bit=("vision_model", "mlp1", "language_model.output", "language_model.lm_head"),
     auto_class="AutoModel",
     trust_remote_code=True,
+    vision=VisionSpec(
+        "features",
+        "vision_model",
+        "mlp1",
+        "extract_feature",
+        image_sizes=("force_image_size|vision_config.image_size",),
+        returns="tensor",
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ),
 )
 
 INTERNVL_CHAT_INTERNLM2 = Family(
@@ -79,6 +89,14 @@ XCOMPOSER2 = Family(
     trust_remote_code=True,
     examples=("internlm/internlm-xcomposer2-vl-7b", "internlm/internlm-xcomposer2-4khd-7b"),
     notes="remote code: InternLM2 whose linears carry PLoRA branches (16 bit, applied on image tokens)",
+    vision=VisionSpec(
+        "features",
+        "vit",
+        "vision_proj",
+        "encode_img",
+        image_sizes=("vision_config.image_size|module:vit.vision_tower.config.image_size",),
+        returns="tensor",
+    ),
 )
 
 FAMILIES = (INTERNVL_CHAT_INTERNLM2, INTERNVL_CHAT_PHI3, INTERNVL_CHAT_LLAMA_LIKE, XCOMPOSER2)

@@ -6,7 +6,7 @@ QWen's MLP computes `c_proj(w1(x) * silu(w2(x)))`, linear in w1's output, so `w1
 
 from __future__ import annotations
 
-from vlq.models.base import Family, ScaleGroup
+from vlq.models.base import Family, ScaleGroup, VisionSpec
 
 QWEN_VL = Family(
     name="qwen_vl",
@@ -25,6 +25,15 @@ QWEN_VL = Family(
     trust_remote_code=True,
     examples=("Qwen/Qwen-VL-Chat", "Qwen/Qwen-VL"),
     notes="remote code: ViT + resampler at `transformer.visual`, QWen decoder",
+    # `visual.encode(paths)` calls `visual(images)`: its forward is the image-features method.
+    vision=VisionSpec(
+        "features",
+        "transformer.visual",
+        "transformer.visual.attn_pool",
+        "transformer.visual.forward",
+        image_sizes=("visual.image_size",),
+        returns="tensor",
+    ),
 )
 
 FAMILIES = (QWEN_VL,)
