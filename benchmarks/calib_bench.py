@@ -140,7 +140,8 @@ def run_vlq(layer, states, kwargs, batch_size: int, device, offload: bool = Fals
     peak = _peak_gib(device)
     state = {k: v.detach().cpu() for k, v in work.state_dict().items()}
     for name, module in packed.items():
-        weight = dequantize_awq(module.qweight, module.qzeros, module.scales, module.group_size).t()
+        tensors = module.awq_tensors()  # AutoAWQ's layout, whatever a CUDA forward repacked
+        weight = dequantize_awq(tensors["qweight"], tensors["qzeros"], tensors["scales"], module.group_size).t()
         state[f"{name}.weight"] = weight.to(torch.float16).cpu()
     del work, packed, outputs
     return {

@@ -303,3 +303,111 @@ def test_bench_option_parsing():
             parse_shapes(bad)
     with pytest.raises(UsageError):
         parse_ms("1,0")
+
+
+# --- vlq's load-time layout (`vlq.kernels.repack`) and the kernels that read it ---
+
+from vlq.kernels.repack import is_repacked, repack_awq, unrepack  # noqa: E402
+
+RpConfig = triton_kernels.RpConfig
+
+
+def repacked_tensors(k: int, n: int, group_size: int, dtype: torch.dtype, seed: int = 0):
+    t = awq_tensors(k, n, group_size, dtype, seed)
+    qweight, qzeros = repack_awq(t["qweight"], t["qzeros"])
+    return t, {"qweight": qweight, "qzeros": qzeros, "scales": t["scales"]}
+
+
+@pytest.mark.parametrize("group_size", [32, 64, 128, 256])
+def test_repack_round_trips_and_reads_the_same_weight(group_size):
+    t, r = repacked_tensors(512, 72, group_size, torch.float16)
+    assert is_repacked(r["qzeros"]) and r["qweight"].shape == (72, 64)
+    back = unrepack(r["qweight"], r["qzeros"])
+    assert torch.equal(back[0], t["qweight"]) and torch.equal(back[1], t["qzeros"])
+    x = torch.randn(3, 512, dtype=torch.float16).to(DEVICE)
+    assert torch.equal(
+        w4a16_matmul_reference(x.cpu(), *(v.cpu() for v in r.values()), group_size),
+        w4a16_matmul_reference(x.cpu(), *(v.cpu() for v in t.values()), group_size),
+    )
+
+
+@pytest.mark.parametrize("dtype", kernel_dtypes)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("raw", [False, True])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "config"),
+    [
+        # one token, N not a multiple of BLOCK_N, one K slice
+        (1, 512, 40, RpConfig(block_m=16, block_n=32)),
+        # odd M over two token tiles, split-K 3 over 4 blocks (one slice gets one block)
+        (19, 1024, 72, RpConfig(block_m=16, block_n=16, split_k=3)),
+        # prefill-like tile, split-K 2
+        (37, 768, 24, RpConfig(block_m=32, block_n=16, split_k=2)),
+    ],
+)
+def test_rp_kernel_matches_reference(dtype, group_size, raw, m, k, n, config):
+    t, r = repacked_tensors(k, n, group_size, dtype, seed=m)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
+    config = RpConfig(**{**config.__dict__, "raw": raw, "use_ptx": not INTERPRETED})
+    out = triton_kernels.launch_rp(x, r["qweight"], r["qzeros"], r["scales"], group_size, config)
+    assert out.shape == (m, n) and out.dtype == dtype
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
+    assert rel_error(out, exact_reference(x, t, group_size)) < tolerance
+
+
+@pytest.mark.parametrize("dtype", kernel_dtypes)
+@pytest.mark.parametrize("group_size", [32, 128])
+def test_rp_dequantize_is_exact_and_chunks_agree(dtype, group_size):
+    t, r = repacked_tensors(2048, 264, group_size, dtype)
+    dense = triton_kernels.rp_dequantize(r["qweight"], r["qzeros"], r["scales"], group_size, dtype)
+    assert torch.equal(dense.t(), dequantize_awq(t["qweight"], t["qzeros"], t["scales"], group_size))
+    x = torch.randn(5, 2048, dtype=dtype, device=DEVICE)
+    whole = triton_kernels.rp_dequant_matmul(x, *r.values(), group_size, chunk_mb=0)
+    chunked = triton_kernels.rp_dequant_matmul(x, *r.values(), group_size, chunk_mb=1)  # 256-row chunks
+    torch.testing.assert_close(chunked, whole)
+
+
+def test_pick_rp_config_uses_the_table_then_the_heuristic():
+    from vlq.kernels.tuned import TUNED
+
+    for (k, n), per_m in TUNED.items():
+        for m in (1, 3, 16, 200, 5000):
+            assert isinstance(triton_kernels.pick_rp_config(m, n, k, 128), RpConfig)
+        assert triton_kernels.pick_rp_config(max(per_m), n, k, 128) == per_m[max(per_m)]
+    small = triton_kernels.heuristic_rp_config(1, 4096, 4096, 132)
+    assert small.kernel == "rp" and small.block_m == 16 and 1 <= small.split_k <= 16
+    assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
+
+
+def test_awq_linear_repack_keeps_state_dict_and_outputs():
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(64, 512, generator=gen)
+    layer = AwqLinear.from_quantized(quantize(weight, bits=4, group_size=128), None)
+    before = {name: v.clone() for name, v in layer.state_dict().items()}
+    x = torch.randn(3, 512, dtype=torch.float16)
+    expected = layer(x)
+    layer.qweight, layer.qzeros = repack_awq(layer.qweight, layer.qzeros)  # what a CUDA forward does
+    saved = layer.state_dict()
+    assert all(torch.equal(saved[name], before[name]) for name in before)
+    assert torch.equal(layer.awq_tensors()["qweight"], before["qweight"])
+    layer.load_state_dict(before)  # loading into a repacked module restores AutoAWQ's shapes
+    assert not is_repacked(layer.qzeros)
+    layer.qweight, layer.qzeros = repack_awq(layer.qweight, layer.qzeros)
+    torch.testing.assert_close(layer(x), expected)  # a CPU forward turns the layout back
+    assert not is_repacked(layer.qzeros)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m", [1, 5, 16, 33, 64, 200, 600])
+@pytest.mark.parametrize(("k", "n"), [(512, 392), (4096, 11008)])
+def test_cuda_awq_linear_repacks_and_matches_reference(dtype, m, k, n):
+    """Every `pick_rp_config` branch (table and heuristic) through `AwqLinear`."""
+    t = awq_tensors(k, n, 128, dtype)
+    layer = AwqLinear(k, n, 128, bias=False, dtype=dtype, device="meta")
+    for name, value in t.items():
+        setattr(layer, name, value)
+    x = torch.randn(m, k, device=DEVICE, dtype=dtype)
+    out = layer(x)
+    assert is_repacked(layer.qzeros)
+    assert rel_error(out, exact_reference(x, t, 128)) < (2e-3 if dtype == torch.float16 else 1e-2)

@@ -168,9 +168,13 @@ def measure_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:
     return 2 * nbytes / seconds
 
 
-def bits_per_weight(group_size: int) -> float:
-    """Stored bits per weight: 4-bit codes plus, per group, an fp16 scale and a 4-bit zero."""
-    return 4 + (16 + 4) / group_size
+def bits_per_weight(group_size: int, k: int | None = None) -> float:
+    """Stored bits per weight: 4-bit codes plus, per group, an fp16 scale and a zero point (4 bits
+    in AutoAWQ's layout, one byte in vlq's load-time layout when a K of `k` fits it)."""
+    from vlq.kernels.repack import repackable
+
+    zero_bits = 8 if k is not None and repackable(k, group_size) else 4
+    return 4 + (16 + zero_bits) / group_size
 
 
 def _copies(bytes_per_copy: int, l2_bytes: int) -> int:
@@ -198,8 +202,15 @@ def _autoawq_forward(autoawq: ModuleType, x: torch.Tensor, w: dict) -> torch.Ten
 
 
 def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.device) -> str:
-    from vlq.kernels.triton_w4a16 import pick_config, sm_count
+    from vlq.kernels.repack import repackable
+    from vlq.kernels.triton_w4a16 import pick_config, pick_rp_config, sm_count
 
+    if repackable(k, group_size):
+        c = pick_rp_config(m, n, k, group_size, sm_count(device.index or 0))
+        if c.kernel == "deq":
+            return "dequant+cuBLAS" + (f" {c.chunk_mb}MB chunks" if c.chunk_mb else "")
+        split = f" split{c.split_k}" if c.split_k > 1 else ""
+        return f"rp{' raw' if c.raw else ''} {c.block_m}x{c.block_n}{split} w{c.num_warps}"
     config = pick_config(m, n, k, group_size, sm_count(device.index or 0))
     if config is None:
         return "dequant+cuBLAS"
@@ -207,8 +218,18 @@ def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.devic
     return f"{config.kernel} {config.block_m}x{config.block_n}x{config.block_k}{split}"
 
 
+def _load_time_layout(w: dict, k: int, group_size: int) -> dict:
+    from vlq.kernels.repack import repack_awq, repackable
+
+    if not repackable(k, group_size):
+        return w
+    qweight, qzeros = repack_awq(w["qweight"], w["qzeros"])
+    return {"qweight": qweight, "qzeros": qzeros, "scales": w["scales"]}
+
+
 def _time_point(
     x: torch.Tensor,
+    vlq_sets: list[dict],
     quant_sets: list[dict],
     dense_sets: list[torch.Tensor],
     group_size: int,
@@ -218,7 +239,7 @@ def _time_point(
     from vlq.kernels.matmul import w4a16_matmul
 
     vlq_us = _median_us(
-        [lambda w=w: w4a16_matmul(x, w["qweight"], w["qzeros"], w["scales"], group_size) for w in quant_sets]
+        [lambda w=w: w4a16_matmul(x, w["qweight"], w["qzeros"], w["scales"], group_size) for w in vlq_sets]
     )
     fp16_us = _median_us([lambda w=w: x @ w.t() for w in dense_sets])
     autoawq_us = None
@@ -255,15 +276,17 @@ def run_gemm_bench(
         dtype=str(dtype).removeprefix("torch."),
         group_size=group_size,
         bandwidth_gbps=bandwidth / 1e9,
-        bits_per_weight=bits_per_weight(group_size),
+        bits_per_weight=bits_per_weight(group_size, shapes[0][0]),
         autoawq=(autoawq_version() or "installed") if autoawq else None,
     )
     for k, n in shapes:
         if k % group_size:
             raise UsageError(f"group size {group_size} does not divide K={k}")
-        w_bytes = round(k * n * bits_per_weight(group_size) / 8)
+        w_bytes = round(k * n * bits_per_weight(group_size, k) / 8)
         dense_bytes = k * n * 2
         quant_sets = [_random_awq(k, n, group_size, dtype, device) for _ in range(_copies(w_bytes, l2_bytes))]
+        # what AwqLinear runs after its load-time repack (AutoAWQ keeps its own layout)
+        vlq_sets = [_load_time_layout(w, k, group_size) for w in quant_sets]
         dense_sets = [
             torch.randn(n, k, device=device, dtype=dtype) * 0.02
             for _ in range(_copies(dense_bytes, l2_bytes))
@@ -272,7 +295,9 @@ def run_gemm_bench(
             if progress:
                 progress(f"{k}x{n} M={m}")
             x = torch.randn(m, k, device=device, dtype=dtype)
-            vlq_us, fp16_us, autoawq_us = _time_point(x, quant_sets, dense_sets, group_size, autoawq)
+            vlq_us, fp16_us, autoawq_us = _time_point(
+                x, vlq_sets, quant_sets, dense_sets, group_size, autoawq
+            )
             floor_us = (w_bytes + m * (k + n) * x.element_size()) / bandwidth * 1e6
             report.rows.append(
                 GemmTiming(
@@ -286,7 +311,7 @@ def run_gemm_bench(
                     autoawq_us=autoawq_us,
                 )
             )
-        del quant_sets, dense_sets
+        del quant_sets, vlq_sets, dense_sets
         torch.cuda.empty_cache()
     return report
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from vlq.awq.pack import CODES_PER_INT32, pack_awq
 from vlq.awq.quantize import QuantizedWeight
-from vlq.kernels.matmul import w4a16_matmul
+from vlq.kernels.matmul import w4a16_backend, w4a16_matmul
+from vlq.kernels.repack import is_repacked, repack_awq, repackable, unrepack
 
 
 class AwqLinear(nn.Module):
@@ -15,6 +16,12 @@ class AwqLinear(nn.Module):
 
     Buffers: `qweight` int32 [in, out/8], `qzeros` int32 [in/group, out/8], `scales`
     [in/group, out], optional `bias` [out].
+
+    Load-time repack: the first forward that runs the Triton kernels rewrites `qweight` and
+    `qzeros` in place into vlq's layout (`vlq.kernels.repack`: `qweight` [out, in/8], `qzeros`
+    uint8 [in/group, out]), which the fast kernels read; the same bits, so memory stays at about
+    4.2 bits per weight. `state_dict()` still gives AutoAWQ's tensors, loading one restores
+    them, and a forward on the CPU turns the layout back (`awq_tensors()` reads it either way).
     """
 
     def __init__(
@@ -59,7 +66,35 @@ class AwqLinear(nn.Module):
             module.bias = bias.detach().to(dtype).clone()
         return module
 
+    def awq_tensors(self) -> dict[str, torch.Tensor]:
+        """AutoAWQ's `qweight`, `qzeros`, `scales`, whichever layout the module holds now."""
+        qweight, qzeros = self.qweight, self.qzeros
+        if is_repacked(qzeros):
+            qweight, qzeros = unrepack(qweight, qzeros)
+        return {"qweight": qweight, "qzeros": qzeros, "scales": self.scales}
+
+    def _set_layout(self, x: torch.Tensor) -> None:
+        """Repack for the Triton kernels when `x` will run them; back to AutoAWQ's layout otherwise."""
+        fast = w4a16_backend(x, self.group_size) == "triton" and repackable(self.in_features, self.group_size)
+        if fast != is_repacked(self.qzeros) and self.qweight.device == x.device:
+            convert = repack_awq if fast else unrepack
+            self.qweight, self.qzeros = convert(self.qweight, self.qzeros)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if is_repacked(self.qzeros):
+            tensors = self.awq_tensors()
+            destination[prefix + "qweight"] = tensors["qweight"]
+            destination[prefix + "qzeros"] = tensors["qzeros"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if is_repacked(self.qzeros):  # take AutoAWQ's shapes again before the copy
+            self.qweight, self.qzeros = unrepack(self.qweight, self.qzeros)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self, AwqLinear) and not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            self._set_layout(x)
         out = w4a16_matmul(x, self.qweight, self.qzeros, self.scales, self.group_size)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)

@@ -350,6 +350,243 @@ def awq_dequantize_kernel(
     tl.store(out_ptr + offs_k[:, None] * N + offs_n[None, :], weight, mask=mask_n[None, :])
 
 
+@triton.jit
+def _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """Scale and `OFFSET + zero` of group `g` for the rows `offs_n` (vlq layout: `[G, N]` each)."""
+    s = tl.load(scales_ptr + g * N + offs_n, mask=mask_n, other=0.0)
+    z = tl.load(zeros_ptr + g * N + offs_n, mask=mask_n, other=0)
+    zoff = (z.to(tl.int16) | (MAGIC & 0xFFFF)).to(dtype, bitcast=True)
+    return s, zoff
+
+
+@triton.jit
+def _rp_chunk(codes, zoff, s, x_ptrs, mask_m, acc, R: tl.constexpr):
+    """acc[n, m] += sum over chunk R of the block: ((OFFSET + q) - (OFFSET + z)) * s * x.
+
+    The subtraction is exact and the one multiply rounds as the torch reference does, so the dot
+    sees the very weights `dequantize_awq` gives.
+    """
+    w = (codes - zoff[:, None]) * s[:, None]
+    x = tl.load(x_ptrs + R * 32, mask=mask_m[None, :], other=0.0)
+    return tl.dot(w, x, acc)
+
+
+@triton.jit
+def _raw_chunk(codes, x_ptrs, mask_m, part, xs, R: tl.constexpr):
+    """part += (OFFSET + q) . x over chunk R; xs += the chunk's sum of x per token."""
+    x = tl.load(x_ptrs + R * 32, mask=mask_m[None, :], other=0.0)
+    return tl.dot(codes, x, part), xs + tl.sum(x.to(tl.float32), axis=0)
+
+
+@triton.jit
+def _raw_close(
+    acc, part, xs, scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC: tl.constexpr, dtype: tl.constexpr
+):
+    """End of group g: acc += s * (part - (OFFSET + z) * xs); fresh part and xs."""
+    s, zoff = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
+    acc += (part - zoff.to(tl.float32)[:, None] * xs[None, :]) * s.to(tl.float32)[:, None]
+    return acc, tl.zeros_like(part), tl.zeros_like(xs)
+
+
+@triton.jit(do_not_specialize=["M", "split_k"])
+def w4a16_rp_kernel(
+    x_ptr,
+    qweight_ptr,
+    zeros_ptr,
+    scales_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_om,
+    packed_k,
+    split_k,
+    MAGIC: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_PTX: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    RAW: tl.constexpr,
+):
+    """`out^T [N, M] (+)= W^T x^T` over vlq's layout (`vlq.kernels.repack`), one K slice per program.
+
+    Why transposed: the dequantized weight is the dot's left operand, which the tensor cores take
+    from registers, so only the small activation tile goes through shared memory. Each step reads
+    one 256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); nibble r
+    of the tile is the K slice `32 r ..` of the block, so the eight dots all add into one
+    accumulator with no shuffle. `packed_k` is K / 8 (passed so Triton sees its divisibility).
+    """
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_j = tl.arange(0, 32)
+    mask_n = offs_n < N
+    mask_m = offs_m < M
+
+    blocks = K // 256
+    per_split = tl.cdiv(blocks, split_k)
+    first = pid_k * per_split
+    last = tl.minimum(first + per_split, blocks)
+    w_ptrs = qweight_ptr + offs_n[:, None] * packed_k + (first * 32 + offs_j)[None, :]
+    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + (first * 256 + offs_j)[:, None]
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for blk in range(first, last):
+        words = tl.load(w_ptrs, mask=mask_n[:, None], other=0)
+        c0, c1, c2, c3, c4, c5, c6, c7 = _columns(words, MAGIC, dtype, USE_PTX)
+        g = (blk * 256) // GROUP
+        if RAW:
+            # dot the raw `OFFSET + q` codes; per group, subtract (OFFSET + z) * sum(x) and scale
+            part = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            xs = tl.zeros((BLOCK_M,), dtype=tl.float32)
+            part, xs = _raw_chunk(c0, x_ptrs, mask_m, part, xs, 0)
+            if GROUP <= 32:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c1, x_ptrs, mask_m, part, xs, 1)
+            if GROUP <= 64:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c2, x_ptrs, mask_m, part, xs, 2)
+            if GROUP <= 32:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c3, x_ptrs, mask_m, part, xs, 3)
+            if GROUP <= 128:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c4, x_ptrs, mask_m, part, xs, 4)
+            if GROUP <= 32:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c5, x_ptrs, mask_m, part, xs, 5)
+            if GROUP <= 64:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c6, x_ptrs, mask_m, part, xs, 6)
+            if GROUP <= 32:
+                acc, part, xs = _raw_close(
+                    acc, part, xs, scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            part, xs = _raw_chunk(c7, x_ptrs, mask_m, part, xs, 7)
+            acc, part, xs = _raw_close(
+                acc, part, xs, scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+            )
+        else:
+            s, z = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
+            acc = _rp_chunk(c0, z, s, x_ptrs, mask_m, acc, 0)
+            if GROUP <= 32:
+                s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+            acc = _rp_chunk(c1, z, s, x_ptrs, mask_m, acc, 1)
+            if GROUP <= 64:
+                s, z = _group_vectors(scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+            acc = _rp_chunk(c2, z, s, x_ptrs, mask_m, acc, 2)
+            if GROUP <= 32:
+                s, z = _group_vectors(scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+            acc = _rp_chunk(c3, z, s, x_ptrs, mask_m, acc, 3)
+            if GROUP <= 128:
+                s, z = _group_vectors(
+                    scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            acc = _rp_chunk(c4, z, s, x_ptrs, mask_m, acc, 4)
+            if GROUP <= 32:
+                s, z = _group_vectors(
+                    scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            acc = _rp_chunk(c5, z, s, x_ptrs, mask_m, acc, 5)
+            if GROUP <= 64:
+                s, z = _group_vectors(
+                    scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            acc = _rp_chunk(c6, z, s, x_ptrs, mask_m, acc, 6)
+            if GROUP <= 32:
+                s, z = _group_vectors(
+                    scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            acc = _rp_chunk(c7, z, s, x_ptrs, mask_m, acc, 7)
+        w_ptrs += 32
+        x_ptrs += 256
+
+    out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
+    mask = mask_n[:, None] & mask_m[None, :]
+    value = acc.to(out_ptr.dtype.element_ty)
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
+    else:
+        tl.store(out_ptrs, value, mask=mask)
+
+
+@triton.jit
+def _rp_store(out_ptrs, codes, zoff, s, mask_n, R: tl.constexpr):
+    tl.store(out_ptrs + R * 32, (codes - zoff[:, None]) * s[:, None], mask=mask_n[:, None])
+
+
+@triton.jit
+def rp_dequantize_kernel(
+    qweight_ptr,
+    zeros_ptr,
+    scales_ptr,
+    out_ptr,
+    row0,
+    row_end,
+    N,
+    K,
+    packed_k,
+    MAGIC: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_PTX: tl.constexpr,
+):
+    """Rows `row0 .. row_end` of the dense `W^T [N, K]` from vlq's layout, written from row 0 of
+    `out` (a chunk buffer); one 256-block of K per program."""
+    dtype: tl.constexpr = out_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    blk = tl.program_id(1)
+    local_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = row0 + local_n
+    offs_j = tl.arange(0, 32)
+    mask_n = offs_n < row_end
+    words = tl.load(
+        qweight_ptr + offs_n[:, None] * packed_k + (blk * 32 + offs_j)[None, :], mask=mask_n[:, None], other=0
+    )
+    c0, c1, c2, c3, c4, c5, c6, c7 = _columns(words, MAGIC, dtype, USE_PTX)
+    g = (blk * 256) // GROUP
+    out_ptrs = out_ptr + local_n[:, None] * K + (blk * 256 + offs_j)[None, :]
+    s, z = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c0, z, s, mask_n, 0)
+    if GROUP <= 32:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c1, z, s, mask_n, 1)
+    if GROUP <= 64:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c2, z, s, mask_n, 2)
+    if GROUP <= 32:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c3, z, s, mask_n, 3)
+    if GROUP <= 128:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c4, z, s, mask_n, 4)
+    if GROUP <= 32:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c5, z, s, mask_n, 5)
+    if GROUP <= 64:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c6, z, s, mask_n, 6)
+    if GROUP <= 32:
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+    _rp_store(out_ptrs, c7, z, s, mask_n, 7)
+
+
 # Bits of OFFSET (1024.0 in fp16, 128.0 in bf16) in both halves of an int32.
 _MAGIC = {torch.float16: 0x64006400, torch.bfloat16: 0x43004300}
 
@@ -544,3 +781,213 @@ def w4a16_matmul_triton(
     if config is None:
         return x @ dequantize(qweight, qzeros, scales, group_size, x.dtype)
     return launch_gemm(x, qweight, qzeros, scales, group_size, config)
+
+
+# --- vlq layout (`vlq.kernels.repack`): what `AwqLinear` runs once it has repacked at load. ---
+
+
+@dataclass(frozen=True)
+class RpConfig:
+    """One problem size over vlq's layout.
+
+    `kernel` "rp": `w4a16_rp_kernel` with `block_m` tokens x `block_n` outputs per program and
+    `split_k` K slices (atomically added). "deq": dequantize `chunk_mb` MB of dense weight at a
+    time into one reused buffer and hand each chunk to cuBLAS (0: the whole weight at once); a
+    chunk that fits in L2 is written and read back there instead of in device memory.
+    `raw`: the dot takes the unpacked `OFFSET + q` codes and the zero and scale are applied to
+    its fp32 result once per group (fewer instructions per weight; rounds differently from the
+    reference's fp16 weights, within the tests' tolerance).
+    """
+
+    kernel: str = "rp"
+    block_m: int = 16
+    block_n: int = 64
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+    chunk_mb: int = 0
+    use_ptx: bool = True
+    raw: bool = False
+
+
+def _interpreted() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def launch_rp(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    config: RpConfig,
+) -> torch.Tensor:
+    """`x [M, K] @ W` over vlq's layout with one launch of `w4a16_rp_kernel` (plus a zero fill for split-K)."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    blocks = k // 256
+    split = max(1, min(config.split_k, blocks))
+    atomic = split > 1
+    if not atomic:
+        out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    elif x.dtype == torch.float16:
+        out = torch.zeros((m, n), dtype=x.dtype, device=x.device)
+    else:  # bf16 partials add in fp32 (bf16 atomics would round each to 8 bits)
+        out = torch.zeros((m, n), dtype=torch.float32, device=x.device)
+    grid = (triton.cdiv(n, config.block_n), split, triton.cdiv(m, config.block_m))
+    w4a16_rp_kernel[grid](
+        x,
+        qweight,
+        qzeros,
+        scales,
+        out,
+        m,
+        n,
+        k,
+        x.stride(0),
+        out.stride(0),
+        k // 8,
+        split,
+        MAGIC=_MAGIC[x.dtype],
+        GROUP=group_size,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        USE_PTX=config.use_ptx and not _interpreted(),
+        ATOMIC=atomic,
+        RAW=config.raw,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+_DEQ_BLOCK_N = 32
+
+
+def rp_dequantize(
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    dtype: torch.dtype,
+    row0: int = 0,
+    rows: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rows `row0 .. row0 + rows` of the dense `W^T [N, K]` in `dtype`, into `out` if given."""
+    n, packed_k = qweight.shape
+    k = packed_k * 8
+    rows = n - row0 if rows is None else rows
+    if out is None:
+        out = torch.empty((rows, k), dtype=dtype, device=qweight.device)
+    grid = (triton.cdiv(rows, _DEQ_BLOCK_N), k // 256)
+    rp_dequantize_kernel[grid](
+        qweight,
+        qzeros,
+        scales,
+        out,
+        row0,
+        row0 + rows,
+        n,
+        k,
+        packed_k,
+        MAGIC=_MAGIC[dtype],
+        GROUP=group_size,
+        BLOCK_N=_DEQ_BLOCK_N,
+        USE_PTX=not _interpreted(),
+        num_warps=4,
+    )
+    return out
+
+
+def rp_dequant_matmul(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    chunk_mb: int = 0,
+) -> torch.Tensor:
+    """`x @ W` by dequantizing W^T a chunk of output rows at a time and calling cuBLAS per chunk."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    if chunk_mb <= 0:
+        return x @ rp_dequantize(qweight, qzeros, scales, group_size, x.dtype).t()
+    rows = max(_DEQ_BLOCK_N, (chunk_mb << 20) // (2 * k) // 128 * 128)
+    if rows >= n:
+        return x @ rp_dequantize(qweight, qzeros, scales, group_size, x.dtype).t()
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    buffer = torch.empty((rows, k), dtype=x.dtype, device=x.device)
+    for row0 in range(0, n, rows):
+        part = min(rows, n - row0)
+        rp_dequantize(qweight, qzeros, scales, group_size, x.dtype, row0, part, buffer)
+        torch.mm(x, buffer[:part].t(), out=out[:, row0 : row0 + part])
+    return out
+
+
+def run_rp(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    config: RpConfig,
+) -> torch.Tensor:
+    if config.kernel == "deq":
+        return rp_dequant_matmul(x, qweight, qzeros, scales, group_size, config.chunk_mb)
+    return launch_rp(x, qweight, qzeros, scales, group_size, config)
+
+
+def _pow2_at_least(value: float) -> int:
+    p = 1
+    while p < value:
+        p *= 2
+    return p
+
+
+def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
+    """Settings for shapes the sweep did not see, read off its H100 results (2026-11-23).
+
+    Up to 64 tokens the time is the weight stream: 16 weight rows per warp won everywhere, and
+    split-K pays until each program streams at most eight 256-blocks of K and the grid holds a
+    few programs per SM. From 128 tokens the dot dominates; past 384, dequantize + cuBLAS.
+    """
+    blocks = k // 256
+    if m <= 64:
+        block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
+        tiles = triton.cdiv(n, 64)
+        split = max(_pow2_at_least(blocks / 8), _pow2_at_least(3 * sms / tiles))
+        return RpConfig(block_m=block_m, block_n=64, split_k=min(split, 16, blocks), num_stages=3)
+    if m <= 128:
+        if n >= 8192:
+            return RpConfig(block_m=128, block_n=128, num_warps=8)
+        return RpConfig(block_m=64, block_n=64, split_k=min(2, blocks))
+    if m <= 384:
+        return RpConfig(block_m=128, block_n=128, split_k=min(2, blocks), num_warps=8)
+    return RpConfig(kernel="deq")
+
+
+def pick_rp_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> RpConfig:
+    """Settings for `[m, k] @ [k, n]` over vlq's layout: the sweep's winner for a swept (K, N)
+    (`vlq.kernels.tuned`, the smallest swept token count >= m), else `heuristic_rp_config`."""
+    from vlq.kernels.tuned import TUNED
+
+    per_m = TUNED.get((k, n))
+    if per_m:
+        bucket = min((b for b in per_m if b >= m), default=max(per_m))
+        return per_m[bucket]
+    return heuristic_rp_config(m, n, k, sms)
+
+
+def w4a16_matmul_rp(
+    x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """`x [M, K] @ W` over vlq's layout; `x` row-major CUDA fp16/bf16, `scales` in x's dtype."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    if m == 0:
+        return x.new_empty((0, n))
+    config = pick_rp_config(m, n, k, group_size, sm_count(x.device.index or 0))
+    return run_rp(x, qweight, qzeros, scales, group_size, config)
