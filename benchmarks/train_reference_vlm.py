@@ -6,6 +6,10 @@
     # a second stage from a checkpoint, weighted towards the kinds it misses (not run yet)
     python benchmarks/train_reference_vlm.py train --out OUT2 --init OUT/shapes-llava --seed 1 \
         --lr 1e-3 --warmup 50 --describe-rate 0.1 --short-rate 0.3 --weights shape=2,position=2,relation=2,ocr=2
+    # the 2026-11-23 trial (not shipped): per-patch perception loss on the vision tower, wider
+    # sizes, short answers; it sees (probes ~100%, captions right) but stayed at "B" on the MCQs
+    python benchmarks/train_reference_vlm.py train --out OUT --eval --wide --aux-weight 1 --steps 1591 \
+        --describe-rate 0.2 --short-rate 0.15 --weights shape=1.5,color=0.75,position=1.5,relation=2,ocr=2
     # the held-out MMBench TSV (CPU, seconds; needs Pillow for the PNGs)
     python benchmarks/train_reference_vlm.py heldout --out vlq/reference/shapes_mmbench_test.tsv
     # fp16 vs RTN vs AWQ (w4a16 g128) vs kv8/kv4: circular accuracy and wikitext-2 test perplexity
@@ -14,12 +18,19 @@
 The model is `LlavaForConditionalGeneration` (CLIP ViT 64 px / patch 8 + MLP projector + Llama,
 hidden 256, intermediate 768, 6 layers, 4 heads / 2 KV heads), trained from scratch on
 generated scenes (MMBench-format questions about shapes, colors, counts, positions, spatial
-relations, comparisons and short words, plus descriptions) and on language modeling of the
+relations, comparisons and short words, plus descriptions; `--short-rate`: questions answered
+with the option's text) and on language modeling of the
 shipped ptb and wikitext-2 `valid.txt` (never `test.txt`). The data is a pure function of
 (seed, batch number), so the data of a run is reproducible given `--seed` and `--steps`; with no
 `--steps` the step count is sized to the time budget after 40 timed steps and printed (pass it
 back to repeat the run). CUDA is put in deterministic mode where torch offers it (warn-only: ops
 without a deterministic kernel still run, so GPU runs need not be bit-identical).
+
+`--aux-weight W` adds a training-only loss (`PerceptionHeads`, not saved: the checkpoint stays a
+plain LLaVA): linear heads on the vision features the projector reads classify every patch
+(shape, color, grid row/column, object centre, character, its place in the word; labels from
+`vlq.reference.scenes.patch_targets`). Without it the vision tower learns colors only, because
+the answer tokens alone teach shapes, places and characters too slowly.
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ from vlq.calib.data import shipped_text_path  # noqa: E402
 from vlq.reference import MODEL_NAME  # noqa: E402
 from vlq.reference.data import TRAINING_WEIGHTS, heldout_items, training_example, write_mmbench_tsv  # noqa: E402
 from vlq.reference.evaluate import chat_text, mcq_accuracy, normalize_images, perplexity  # noqa: E402
-from vlq.reference.scenes import IMAGE_SIZE, render_batch  # noqa: E402
+from vlq.reference.scenes import IMAGE_SIZE, TARGET_CLASSES, patch_targets, render_batch  # noqa: E402
 from vlq.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, build_tokenizer  # noqa: E402
 
 PATCH = 8
@@ -55,6 +66,10 @@ TEXT = dict(
     hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2
 )
 VISION = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4)
+#: --wide: the 2026-11-23 perception-loss trial (9.78M parameters, 18.7 MiB in float16; every size a
+#: multiple of 128, the vision tower's too)
+WIDE_TEXT = dict(TEXT, intermediate_size=1024)
+WIDE_VISION = dict(VISION, hidden_size=256, intermediate_size=1024)
 #: --tiny: a CPU smoke-test size (same code path, seconds per step)
 TINY_TEXT = dict(
     hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
@@ -65,7 +80,7 @@ MONITOR_TOKENS = 16_384
 MONITOR_SEED, MONITOR_QUESTIONS = 7, 48
 
 
-def build_model(tokenizer, tiny: bool = False, max_positions: int = 2048):
+def build_model(tokenizer, tiny: bool = False, max_positions: int = 2048, wide: bool = False):
     """A freshly initialized LLaVA and its processor (the `vlq.tiny.build_tiny_llava` pattern, 64 px)."""
     from transformers import (
         CLIPImageProcessor,
@@ -76,8 +91,8 @@ def build_model(tokenizer, tiny: bool = False, max_positions: int = 2048):
         LlavaProcessor,
     )
 
-    text = TINY_TEXT if tiny else TEXT
-    vision = TINY_VISION if tiny else VISION
+    text = TINY_TEXT if tiny else WIDE_TEXT if wide else TEXT
+    vision = TINY_VISION if tiny else WIDE_VISION if wide else VISION
     config = LlavaConfig(
         text_config=LlamaConfig(
             vocab_size=len(tokenizer),
@@ -134,8 +149,9 @@ class Batches(IterableDataset):
         describe_rate: float = 0.25,
         short_rate: float = 0.0,
         weights: dict[str, float] | None = None,
+        targets: bool = True,
     ):
-        self.seed, self.tokenizer, self.lm_ids = seed, tokenizer, lm_ids
+        self.seed, self.tokenizer, self.lm_ids, self.targets = seed, tokenizer, lm_ids, targets
         self.batch, self.lm_batch, self.lm_seqlen = batch, lm_batch, lm_seqlen
         self.describe_rate, self.short_rate, self.weights = describe_rate, short_rate, weights
         self.excluded = {scene for scene, _ in heldout_items()}
@@ -173,13 +189,66 @@ class Batches(IterableDataset):
         usable = self.lm_ids.numel() - MONITOR_TOKENS - self.lm_seqlen - 1
         starts = [rng.randrange(usable) for _ in range(self.lm_batch)]
         lm = torch.stack([self.lm_ids[s : s + self.lm_seqlen + 1] for s in starts])
+        scenes = [ex.scene for ex in examples]
+        targets = patch_targets(scenes, PATCH) if self.targets else {}
         return {
-            "images": render_batch([ex.scene for ex in examples]),
+            "images": render_batch(scenes),
+            **{f"target_{name}": value for name, value in targets.items()},
             "ids": ids,
             "labels": target,
             "mask": ids != self.tokenizer.pad_token_id,
             "lm": lm,
         }
+
+
+class PerceptionHeads(nn.Module):
+    """Training-only linear probes on the vision features the projector reads (not saved).
+
+    A forward hook keeps the output of the vision layer that `vision_feature_layer` selects; each
+    head classifies every patch token into one of `patch_targets`' labels (what shape, color, grid
+    cell, character, ...). This dense signal teaches the vision tower to see shapes, places and
+    characters directly, which the answer tokens alone teach slowly (the 3.5-minute model learned
+    colors and counts but stayed at chance on shapes, positions, relations and reading).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        vision = model.config.vision_config
+        layers = [
+            module
+            for name, module in model.named_modules()
+            if "vision_tower" in name and name.rsplit(".", 2)[-2:-1] == ["layers"]
+        ]
+        layer = model.config.vision_feature_layer
+        if not isinstance(layer, int) or not layers:
+            raise SystemExit("PerceptionHeads needs one integer vision_feature_layer and a CLIP-like tower")
+        self.features: list[torch.Tensor] = []
+        (layers[layer] if layer < 0 else layers[layer - 1]).register_forward_hook(self._keep)
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(vision.hidden_size, n) for name, n in TARGET_CLASSES.items()}
+        )
+
+    def _keep(self, module, inputs, output) -> None:
+        self.features.append(output[0] if isinstance(output, tuple) else output)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per head: mean cross-entropy over all patches plus over the patches that show something.
+
+        The second term keeps the few object/character patches from drowning in background ones.
+        Also returns each head's accuracy on the patches that show something.
+        """
+        features = self.features.pop()[:, 1:]  # the patch tokens ("default" strategy drops CLS)
+        self.features.clear()
+        losses, accuracy = [], {}
+        for name, head in self.heads.items():
+            target = batch[f"target_{name}"]
+            logits = head(features).float()
+            shown = target != 0
+            nll = nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+            nll = nll.view(target.shape)
+            losses.append(nll.mean() + (nll * shown).sum() / shown.sum().clamp(min=1))
+            accuracy[name] = ((logits.argmax(-1) == target) & shown).sum() / shown.sum().clamp(min=1)
+        return torch.stack(losses).mean(), accuracy
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -227,7 +296,7 @@ def train(args: argparse.Namespace) -> None:
         tokenizer = processor.tokenizer
     else:
         tokenizer = build_tokenizer()
-        model, processor = build_model(tokenizer, args.tiny)
+        model, processor = build_model(tokenizer, args.tiny, wide=args.wide)
     model.to(device).train()
     params = sum(p.numel() for p in model.parameters())
     lm_ids = lm_token_ids(tokenizer)
@@ -247,6 +316,7 @@ def train(args: argparse.Namespace) -> None:
         args.describe_rate,
         args.short_rate,
         weights,
+        targets=args.aux_weight > 0,
     )
     loader = DataLoader(
         data,
@@ -256,8 +326,10 @@ def train(args: argparse.Namespace) -> None:
         prefetch_factor=4 if args.workers else None,
         persistent_workers=False,
     )
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embed" in n]
+    probes = PerceptionHeads(model).to(device) if args.aux_weight > 0 else None
+    named = list(model.named_parameters()) + (list(probes.named_parameters()) if probes else [])
+    decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in named if p.ndim < 2 or "embed" in n]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
@@ -269,7 +341,7 @@ def train(args: argparse.Namespace) -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     total = args.steps or 10**9
-    curve, window = [], {"vqa": [], "lm": []}
+    curve, window = [], {"vqa": [], "lm": [], "aux": []}
     start = time.perf_counter()
     probe_start = None
     step = 0
@@ -302,9 +374,13 @@ def train(args: argparse.Namespace) -> None:
             lm_logits = model(input_ids=lm[:, :-1], use_cache=False).logits
             loss_lm = nn.functional.cross_entropy(lm_logits.float().flatten(0, 1), lm[:, 1:].flatten())
             loss = loss_vqa + args.lm_weight * loss_lm
+            if probes is not None:
+                loss_aux, aux_accuracy = probes(batch)
+                loss = loss + args.aux_weight * loss_aux
+                window["aux"].append(loss_aux.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
         optimizer.step()
         window["vqa"].append(loss_vqa.detach())
         window["lm"].append(loss_lm.detach())
@@ -316,13 +392,20 @@ def train(args: argparse.Namespace) -> None:
                 "vqa_loss": float(torch.stack(window["vqa"]).mean()),
                 "lm_loss": float(torch.stack(window["lm"]).mean()),
             }
+            if probes is not None:
+                point["aux_loss"] = float(torch.stack(window["aux"]).mean())
+                point["aux_accuracy"] = {k: round(float(v), 3) for k, v in aux_accuracy.items()}
             if (step + 1) % (args.log_every * 10) == 0 or step + 1 == total:
                 model.eval()
                 point["monitor_ppl"] = perplexity(model, monitor, min(2048, args.lm_seqlen))
-                point["monitor_circular"] = mcq_accuracy(model, processor, monitor_items).circular
+                monitor_acc = mcq_accuracy(model, processor, monitor_items)
+                point["monitor_circular"] = monitor_acc.circular
+                point["monitor_per_category"] = {k: round(v, 3) for k, v in monitor_acc.per_category.items()}
                 model.train()
+                if probes is not None:
+                    probes.features.clear()
             curve.append(point)
-            window = {"vqa": [], "lm": []}
+            window = {"vqa": [], "lm": [], "aux": []}
             print(json.dumps(point), flush=True)
     seconds = time.perf_counter() - start
     steps_done = min(step + 1, total)
@@ -356,7 +439,8 @@ def save_model(model: nn.Module, processor, folder: Path) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     model.to(torch.float16)
-    model.config.dtype = "float16"
+    for config in (model.config, model.config.text_config, model.config.vision_config):
+        config.dtype = "float16"  # a second stage loads in float32: don't save that into the sub-configs
     model.save_pretrained(folder, max_shard_size="1GB")
     processor.save_pretrained(folder)
     model.generation_config.save_pretrained(folder)
@@ -487,6 +571,9 @@ def main() -> None:
     t.add_argument("--lm-batch", type=int, default=2, help="text windows per step")
     t.add_argument("--lm-seqlen", type=int, default=2048)
     t.add_argument("--lm-weight", type=float, default=1.0)
+    t.add_argument(
+        "--aux-weight", type=float, default=0.0, help="weight of the per-patch perception loss (0: off)"
+    )
     t.add_argument("--lr", type=float, default=1.5e-3)
     t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--weight-decay", type=float, default=0.1)
@@ -502,6 +589,7 @@ def main() -> None:
     )
     t.add_argument("--weights", default="", help="question-kind training weights, e.g. position=2,ocr=2")
     t.add_argument("--tiny", action="store_true", help="a tiny model (CPU smoke test of the script)")
+    t.add_argument("--wide", action="store_true", help="the --wide sizes (vision 256/1024, text MLP 1024)")
     t.set_defaults(func=train)
     h = sub.add_parser("heldout", help="write the held-out MMBench TSV")
     h.add_argument("--out", required=True)

@@ -237,3 +237,83 @@ def _text_mask(scene: Scene) -> torch.Tensor:
     ci = char_pos.clamp(0, len(scene.text) - 1)
     bits = glyphs[ci.view(1, -1), v.clamp(0, GLYPH_H - 1).view(-1, 1), col.clamp(0, GLYPH_W - 1).view(1, -1)]
     return bits * (valid_y.view(-1, 1) & valid_x.view(1, -1))
+
+
+#: Classes of the per-patch training targets (`patch_targets`); 0 is "none" in every one of them.
+TARGET_CLASSES = {
+    "shape": 1 + len(SHAPES),
+    "color": 1 + len(COLORS),
+    "row": 1 + GRID,
+    "col": 1 + GRID,
+    "center": 2,
+    "char": 1 + len(GLYPHS),
+    "ordinal": 1 + MAX_TEXT,
+}
+_SHAPE_INDEX = {name: i for i, name in enumerate(SHAPES)}
+
+
+def patch_targets(scenes: list[Scene], patch: int, min_pixels: float = 6.0) -> dict[str, torch.Tensor]:
+    """What each `patch` x `patch` cell of each image shows: long tensors `[len(scenes), patches]`.
+
+    A training-only signal for the vision tower (row-major patches, as a ViT orders them): the
+    shape, color and grid cell (row, col) of the object that covers most of the patch (at least
+    `min_pixels` of coverage), whether the patch holds an object's centre, and for words the
+    character that inks most of the patch, its place in the word and the text color. 0 is none.
+    """
+    side = IMAGE_SIZE // patch
+    n, p = len(scenes), side * side
+    out = {name: torch.zeros(n, p, dtype=torch.long) for name in TARGET_CLASSES}
+    slots = max((len(s.objects) for s in scenes), default=0)
+    if slots:
+        cover = torch.zeros(n, slots, p)
+        ys, xs = _PIX.view(1, -1, 1), _PIX.view(1, 1, -1)
+        for slot in range(slots):
+            for shape in SHAPES:
+                where = [
+                    (i, s.objects[slot])
+                    for i, s in enumerate(scenes)
+                    if len(s.objects) > slot and s.objects[slot].shape == shape
+                ]
+                if not where:
+                    continue
+                index = torch.tensor([i for i, _ in where])
+                cx = torch.tensor([(o.col + 0.5) * CELL + o.dx for _, o in where]).view(-1, 1, 1)
+                cy = torch.tensor([(o.row + 0.5) * CELL + o.dy for _, o in where]).view(-1, 1, 1)
+                radius = torch.tensor([float(o.radius) for _, o in where]).view(-1, 1, 1)
+                coverage = (0.5 - _sdf(shape, xs - cx, ys - cy, radius)).clamp(0, 1)
+                pooled = coverage.view(-1, side, patch, side, patch).sum((2, 4)).view(-1, p)
+                cover[index, slot] = pooled
+        best, which = cover.max(1)
+        present = best >= min_pixels
+        for i, scene in enumerate(scenes):
+            if not scene.objects:
+                continue
+            objs = scene.objects
+            mask = present[i]
+            slot = which[i].clamp(max=len(objs) - 1)
+            table = torch.tensor(
+                [[1 + _SHAPE_INDEX[o.shape], 1 + _COLOR_INDEX[o.color], 1 + o.row, 1 + o.col] for o in objs]
+            )
+            values = table[slot] * mask[:, None]
+            for k, name in enumerate(("shape", "color", "row", "col")):
+                out[name][i] = values[:, k]
+            for o in objs:
+                x = min(IMAGE_SIZE - 1, int((o.col + 0.5) * CELL + o.dx))
+                y = min(IMAGE_SIZE - 1, int((o.row + 0.5) * CELL + o.dy))
+                out["center"][i, (y // patch) * side + x // patch] = 1
+    for i, scene in enumerate(scenes):
+        if not scene.text:
+            continue
+        ink = _text_mask(scene)
+        x0, s = scene.text_xy[0], scene.text_scale
+        u = torch.div(torch.arange(IMAGE_SIZE) - x0, s, rounding_mode="floor")
+        char_pos = torch.div(u, GLYPH_W + GLYPH_GAP, rounding_mode="floor").clamp(0, len(scene.text) - 1)
+        per_char = torch.stack([ink * (char_pos == k).float().view(1, -1) for k in range(len(scene.text))])
+        pooled = per_char.view(-1, side, patch, side, patch).sum((2, 4)).view(-1, p)
+        best, which = pooled.max(0)
+        mask = best >= min_pixels / 2
+        chars = torch.tensor([1 + FONT_INDEX[c] for c in scene.text])
+        out["char"][i] = chars[which] * mask
+        out["ordinal"][i] = (which + 1) * mask
+        out["color"][i] = (1 + _COLOR_INDEX[scene.text_color]) * mask
+    return out
