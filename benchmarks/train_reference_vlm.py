@@ -1,22 +1,21 @@
 """Train vlq's reference VLM (a small LLaVA that sees and reads), write its held-out set, measure it.
 
-    # GPU, 3.5 minutes of training: the checkpoint folder, its tarball and training_log.json
-    # (the shipped vlq/reference/shapes-llava is `train --out OUT --steps 1912 --eval`, seed 0)
+    # GPU: the checkpoint folder, its tarball and training_log.json
     python benchmarks/train_reference_vlm.py train --out OUT [--steps N] [--budget-minutes 3.5]
-    # a second stage from a checkpoint, weighted towards the kinds it misses (not run yet)
-    python benchmarks/train_reference_vlm.py train --out OUT2 --init OUT/shapes-llava --seed 1 \
-        --lr 1e-3 --warmup 50 --describe-rate 0.1 --short-rate 0.3 --weights shape=2,position=2,relation=2,ocr=2
-    # the 2026-11-23 trial (not shipped): per-patch perception loss on the vision tower, wider
-    # sizes, short answers; it sees (probes ~100%, captions right) but stayed at "B" on the MCQs
+    # the shipped vlq/reference/shapes-llava, two stages on one H100 (244 s + 300 s):
+    # 1. a per-patch perception loss on the vision tower, wider sizes, descriptions and short answers
     python benchmarks/train_reference_vlm.py train --out OUT --eval --wide --aux-weight 1 --steps 1591 \
         --describe-rate 0.2 --short-rate 0.15 --weights shape=1.5,color=0.75,position=1.5,relation=2,ocr=2
+    # 2. multiple-choice questions only, from stage 1 (it sees after stage 1, but answers "B" to everything)
+    python benchmarks/train_reference_vlm.py train --out OUT2 --init OUT/shapes-llava --seed 1 --steps 2200 \
+        --lr 5e-4 --warmup 50 --describe-rate 0 --short-rate 0 --aux-weight 1 --eval
     # the held-out MMBench TSV (CPU, seconds; needs Pillow for the PNGs)
     python benchmarks/train_reference_vlm.py heldout --out vlq/reference/shapes_mmbench_test.tsv
     # fp16 vs RTN vs AWQ (w4a16 g128) vs kv8/kv4: circular accuracy and wikitext-2 test perplexity
     python benchmarks/train_reference_vlm.py measure --model vlq/reference/shapes-llava --out measure.json
 
 The model is `LlavaForConditionalGeneration` (CLIP ViT 64 px / patch 8 + MLP projector + Llama,
-hidden 256, intermediate 768, 6 layers, 4 heads / 2 KV heads), trained from scratch on
+hidden 256, intermediate 768 (1024 with `--wide`), 6 layers, 4 heads / 2 KV heads), trained from scratch on
 generated scenes (MMBench-format questions about shapes, colors, counts, positions, spatial
 relations, comparisons and short words, plus descriptions; `--short-rate`: questions answered
 with the option's text) and on language modeling of the
