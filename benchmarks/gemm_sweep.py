@@ -36,12 +36,7 @@ def decode_candidates():
     for bn, warps in ((16, 1), (32, 2), (64, 4), (128, 8)):
         for stages in (3, 4):
             for split in (1, 2, 4, 8, 16):
-                for raw in (False, True):
-                    out.append(
-                        RpConfig(
-                            block_m=16, block_n=bn, split_k=split, num_warps=warps, num_stages=stages, raw=raw
-                        )
-                    )
+                out.append(RpConfig(block_m=16, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
     return out
 
 
@@ -54,8 +49,7 @@ def prefill_candidates(m):
             if bm > 2 * m or (m >= 128 and bm < 64):
                 continue
             for split in (1, 2) if m >= 128 else (1, 2, 4):
-                for raw in (False, True):
-                    out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, raw=raw))
+                out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps))
     if m >= 128:
         for chunk in (0, 8, 16, 24, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))

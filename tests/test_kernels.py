@@ -333,7 +333,6 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
 
 @pytest.mark.parametrize("dtype", kernel_dtypes)
 @pytest.mark.parametrize("group_size", [32, 64, 128])
-@pytest.mark.parametrize("raw", [False, True])
 @pytest.mark.parametrize(
     ("m", "k", "n", "config"),
     [
@@ -345,10 +344,10 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
         (37, 768, 24, RpConfig(block_m=32, block_n=16, split_k=2)),
     ],
 )
-def test_rp_kernel_matches_reference(dtype, group_size, raw, m, k, n, config):
+def test_rp_kernel_matches_reference(dtype, group_size, m, k, n, config):
     t, r = repacked_tensors(k, n, group_size, dtype, seed=m)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
-    config = RpConfig(**{**config.__dict__, "raw": raw, "use_ptx": not INTERPRETED})
+    config = RpConfig(**{**config.__dict__, "use_ptx": not INTERPRETED})
     out = triton_kernels.launch_rp(x, r["qweight"], r["qzeros"], r["scales"], group_size, config)
     assert out.shape == (m, n) and out.dtype == dtype
     tolerance = 2e-3 if dtype == torch.float16 else 1e-2

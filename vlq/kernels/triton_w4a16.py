@@ -371,23 +371,6 @@ def _rp_chunk(codes, zoff, s, x_ptrs, mask_m, acc, R: tl.constexpr):
     return tl.dot(w, x, acc)
 
 
-@triton.jit
-def _raw_chunk(codes, x_ptrs, mask_m, part, xs, R: tl.constexpr):
-    """part += (OFFSET + q) . x over chunk R; xs += the chunk's sum of x per token."""
-    x = tl.load(x_ptrs + R * 32, mask=mask_m[None, :], other=0.0)
-    return tl.dot(codes, x, part), xs + tl.sum(x.to(tl.float32), axis=0)
-
-
-@triton.jit
-def _raw_close(
-    acc, part, xs, scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC: tl.constexpr, dtype: tl.constexpr
-):
-    """End of group g: acc += s * (part - (OFFSET + z) * xs); fresh part and xs."""
-    s, zoff = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
-    acc += (part - zoff.to(tl.float32)[:, None] * xs[None, :]) * s.to(tl.float32)[:, None]
-    return acc, tl.zeros_like(part), tl.zeros_like(xs)
-
-
 @triton.jit(do_not_specialize=["M", "split_k"])
 def w4a16_rp_kernel(
     x_ptr,
@@ -408,7 +391,6 @@ def w4a16_rp_kernel(
     BLOCK_N: tl.constexpr,
     USE_PTX: tl.constexpr,
     ATOMIC: tl.constexpr,
-    RAW: tl.constexpr,
 ):
     """`out^T [N, M] (+)= W^T x^T` over vlq's layout (`vlq.kernels.repack`), one K slice per program.
 
@@ -439,81 +421,37 @@ def w4a16_rp_kernel(
         words = tl.load(w_ptrs, mask=mask_n[:, None], other=0)
         c0, c1, c2, c3, c4, c5, c6, c7 = _columns(words, MAGIC, dtype, USE_PTX)
         g = (blk * 256) // GROUP
-        if RAW:
-            # dot the raw `OFFSET + q` codes; per group, subtract (OFFSET + z) * sum(x) and scale
-            part = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            xs = tl.zeros((BLOCK_M,), dtype=tl.float32)
-            part, xs = _raw_chunk(c0, x_ptrs, mask_m, part, xs, 0)
-            if GROUP <= 32:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c1, x_ptrs, mask_m, part, xs, 1)
-            if GROUP <= 64:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c2, x_ptrs, mask_m, part, xs, 2)
-            if GROUP <= 32:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c3, x_ptrs, mask_m, part, xs, 3)
-            if GROUP <= 128:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c4, x_ptrs, mask_m, part, xs, 4)
-            if GROUP <= 32:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c5, x_ptrs, mask_m, part, xs, 5)
-            if GROUP <= 64:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c6, x_ptrs, mask_m, part, xs, 6)
-            if GROUP <= 32:
-                acc, part, xs = _raw_close(
-                    acc, part, xs, scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            part, xs = _raw_chunk(c7, x_ptrs, mask_m, part, xs, 7)
-            acc, part, xs = _raw_close(
-                acc, part, xs, scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+        s, z = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
+        acc = _rp_chunk(c0, z, s, x_ptrs, mask_m, acc, 0)
+        if GROUP <= 32:
+            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+        acc = _rp_chunk(c1, z, s, x_ptrs, mask_m, acc, 1)
+        if GROUP <= 64:
+            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+        acc = _rp_chunk(c2, z, s, x_ptrs, mask_m, acc, 2)
+        if GROUP <= 32:
+            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+        acc = _rp_chunk(c3, z, s, x_ptrs, mask_m, acc, 3)
+        if GROUP <= 128:
+            s, z = _group_vectors(
+                scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype
             )
-        else:
-            s, z = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
-            acc = _rp_chunk(c0, z, s, x_ptrs, mask_m, acc, 0)
-            if GROUP <= 32:
-                s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-            acc = _rp_chunk(c1, z, s, x_ptrs, mask_m, acc, 1)
-            if GROUP <= 64:
-                s, z = _group_vectors(scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-            acc = _rp_chunk(c2, z, s, x_ptrs, mask_m, acc, 2)
-            if GROUP <= 32:
-                s, z = _group_vectors(scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-            acc = _rp_chunk(c3, z, s, x_ptrs, mask_m, acc, 3)
-            if GROUP <= 128:
-                s, z = _group_vectors(
-                    scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            acc = _rp_chunk(c4, z, s, x_ptrs, mask_m, acc, 4)
-            if GROUP <= 32:
-                s, z = _group_vectors(
-                    scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            acc = _rp_chunk(c5, z, s, x_ptrs, mask_m, acc, 5)
-            if GROUP <= 64:
-                s, z = _group_vectors(
-                    scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            acc = _rp_chunk(c6, z, s, x_ptrs, mask_m, acc, 6)
-            if GROUP <= 32:
-                s, z = _group_vectors(
-                    scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            acc = _rp_chunk(c7, z, s, x_ptrs, mask_m, acc, 7)
+        acc = _rp_chunk(c4, z, s, x_ptrs, mask_m, acc, 4)
+        if GROUP <= 32:
+            s, z = _group_vectors(
+                scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+            )
+        acc = _rp_chunk(c5, z, s, x_ptrs, mask_m, acc, 5)
+        if GROUP <= 64:
+            s, z = _group_vectors(
+                scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+            )
+        acc = _rp_chunk(c6, z, s, x_ptrs, mask_m, acc, 6)
+        if GROUP <= 32:
+            s, z = _group_vectors(
+                scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype
+            )
+        acc = _rp_chunk(c7, z, s, x_ptrs, mask_m, acc, 7)
         w_ptrs += 32
         x_ptrs += 256
 
@@ -794,9 +732,6 @@ class RpConfig:
     `split_k` K slices (atomically added). "deq": dequantize `chunk_mb` MB of dense weight at a
     time into one reused buffer and hand each chunk to cuBLAS (0: the whole weight at once); a
     chunk that fits in L2 is written and read back there instead of in device memory.
-    `raw`: the dot takes the unpacked `OFFSET + q` codes and the zero and scale are applied to
-    its fp32 result once per group (fewer instructions per weight; rounds differently from the
-    reference's fp16 weights, within the tests' tolerance).
     """
 
     kernel: str = "rp"
@@ -807,7 +742,6 @@ class RpConfig:
     num_stages: int = 3
     chunk_mb: int = 0
     use_ptx: bool = True
-    raw: bool = False
 
 
 def _interpreted() -> bool:
@@ -856,7 +790,6 @@ def launch_rp(
         BLOCK_N=config.block_n,
         USE_PTX=config.use_ptx and not _interpreted(),
         ATOMIC=atomic,
-        RAW=config.raw,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
