@@ -188,14 +188,10 @@ _COLOR_TABLE = torch.tensor(list(COLORS.values()), dtype=torch.float32)
 _COLOR_INDEX = {name: i for i, name in enumerate(COLORS)}
 
 
-def render_batch(scenes: list[Scene]) -> torch.Tensor:
-    """uint8 images `[len(scenes), IMAGE_SIZE, IMAGE_SIZE, 3]` (RGB), vectorized over the batch.
-
-    Objects are painted in scene order, slot by slot for all scenes at once; the arithmetic per
-    pixel does not depend on the batch, so `render(scene)` gives the same pixels.
-    """
-    backgrounds = torch.tensor([BACKGROUNDS[s.background] for s in scenes], dtype=torch.float32)
-    images = backgrounds.view(-1, 1, 1, 3).expand(-1, IMAGE_SIZE, IMAGE_SIZE, 3).clone()
+def _object_coverage(scenes: list[Scene]):
+    """Per object slot and shape, for every scene whose object in that slot has that shape: the
+    scenes' indices, those objects, and their pixel coverage `[k, IMAGE_SIZE, IMAGE_SIZE]` in 0..1
+    (vectorized over the scenes; the arithmetic per pixel does not depend on the batch)."""
     ys, xs = _PIX.view(1, -1, 1), _PIX.view(1, 1, -1)
     for slot in range(max((len(s.objects) for s in scenes), default=0)):
         for shape in SHAPES:
@@ -206,13 +202,25 @@ def render_batch(scenes: list[Scene]) -> torch.Tensor:
             ]
             if not where:
                 continue
-            index = torch.tensor([i for i, _ in where])
-            cx = torch.tensor([(o.col + 0.5) * CELL + o.dx for _, o in where]).view(-1, 1, 1)
-            cy = torch.tensor([(o.row + 0.5) * CELL + o.dy for _, o in where]).view(-1, 1, 1)
-            radius = torch.tensor([float(o.radius) for _, o in where]).view(-1, 1, 1)
-            coverage = (0.5 - _sdf(shape, xs - cx, ys - cy, radius)).clamp(0, 1)[..., None]
-            color = _COLOR_TABLE[[_COLOR_INDEX[o.color] for _, o in where]].view(-1, 1, 1, 3)
-            images[index] = images[index] * (1 - coverage) + color * coverage
+            objects = [o for _, o in where]
+            cx = torch.tensor([(o.col + 0.5) * CELL + o.dx for o in objects]).view(-1, 1, 1)
+            cy = torch.tensor([(o.row + 0.5) * CELL + o.dy for o in objects]).view(-1, 1, 1)
+            radius = torch.tensor([float(o.radius) for o in objects]).view(-1, 1, 1)
+            coverage = (0.5 - _sdf(shape, xs - cx, ys - cy, radius)).clamp(0, 1)
+            yield slot, torch.tensor([i for i, _ in where]), objects, coverage
+
+
+def render_batch(scenes: list[Scene]) -> torch.Tensor:
+    """uint8 images `[len(scenes), IMAGE_SIZE, IMAGE_SIZE, 3]` (RGB), vectorized over the batch.
+
+    Objects are painted in scene order, slot by slot for all scenes at once; the arithmetic per
+    pixel does not depend on the batch, so `render(scene)` gives the same pixels.
+    """
+    backgrounds = torch.tensor([BACKGROUNDS[s.background] for s in scenes], dtype=torch.float32)
+    images = backgrounds.view(-1, 1, 1, 3).expand(-1, IMAGE_SIZE, IMAGE_SIZE, 3).clone()
+    for _, index, objects, coverage in _object_coverage(scenes):
+        color = _COLOR_TABLE[[_COLOR_INDEX[o.color] for o in objects]].view(-1, 1, 1, 3)
+        images[index] = images[index] * (1 - coverage[..., None]) + color * coverage[..., None]
     for i, scene in enumerate(scenes):
         if scene.text:
             mask = _text_mask(scene)[..., None]
@@ -266,23 +274,8 @@ def patch_targets(scenes: list[Scene], patch: int, min_pixels: float = 6.0) -> d
     slots = max((len(s.objects) for s in scenes), default=0)
     if slots:
         cover = torch.zeros(n, slots, p)
-        ys, xs = _PIX.view(1, -1, 1), _PIX.view(1, 1, -1)
-        for slot in range(slots):
-            for shape in SHAPES:
-                where = [
-                    (i, s.objects[slot])
-                    for i, s in enumerate(scenes)
-                    if len(s.objects) > slot and s.objects[slot].shape == shape
-                ]
-                if not where:
-                    continue
-                index = torch.tensor([i for i, _ in where])
-                cx = torch.tensor([(o.col + 0.5) * CELL + o.dx for _, o in where]).view(-1, 1, 1)
-                cy = torch.tensor([(o.row + 0.5) * CELL + o.dy for _, o in where]).view(-1, 1, 1)
-                radius = torch.tensor([float(o.radius) for _, o in where]).view(-1, 1, 1)
-                coverage = (0.5 - _sdf(shape, xs - cx, ys - cy, radius)).clamp(0, 1)
-                pooled = coverage.view(-1, side, patch, side, patch).sum((2, 4)).view(-1, p)
-                cover[index, slot] = pooled
+        for slot, index, _, coverage in _object_coverage(scenes):
+            cover[index, slot] = coverage.view(-1, side, patch, side, patch).sum((2, 4)).view(-1, p)
         best, which = cover.max(1)
         present = best >= min_pixels
         for i, scene in enumerate(scenes):
