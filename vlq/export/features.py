@@ -18,12 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from vlq.errors import InputError, UsageError
-from vlq.export.parity import synthetic_image
-from vlq.export.paths import Case, Inputs, VisionPath, json_settings
+from vlq.export.paths import Case, Inputs, VisionPath, crop_parity_cases, crop_trace_images, json_settings
 from vlq.export.profile import InputRange, Profile
 
 #: Source resolutions for parity: the processor resizes them all to the tower's size.
-SOURCE_SIZES = ((240, 320), (512, 512), (97, 180), (333, 250), (720, 1280))
 #: Keyword arguments of an image-features call that never change its result.
 _NEUTRAL_KWARGS = ("return_dict",)
 
@@ -170,14 +168,10 @@ class FeaturesPath(VisionPath):
         return Profile(ranges, max_batch, opt_batch)
 
     def parity_cases(self, profile: Profile) -> list[Case]:
-        batches = sorted({1, min(2, profile.max_batch), profile.max_batch})
-        return [
-            Case.synthetic([SOURCE_SIZES[(n + i) % len(SOURCE_SIZES)] for i in range(n)], seed=n * 10)
-            for n in batches
-        ]
+        return crop_parity_cases(profile)
 
     def trace_images(self, profile: Profile) -> list:
-        return [synthetic_image(64, 64, seed=1), synthetic_image(48, 80, seed=2)]
+        return crop_trace_images()
 
     @torch.no_grad()
     def reference(self, inputs: Inputs) -> Tensor:

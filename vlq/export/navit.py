@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from vlq.errors import InputError, UsageError
 from vlq.export.parity import synthetic_image
-from vlq.export.paths import Case, Inputs, VisionPath
+from vlq.export.paths import Case, Inputs, VisionPath, split_by_grid
 from vlq.export.profile import InputRange, Profile
 
 _LAYER_PARTS = (
@@ -254,16 +254,7 @@ class NavitPath(VisionPath):
         return grid.prod(-1).tolist()
 
     def split(self, inputs: Inputs, max_batch: int) -> list[Inputs]:
-        grid, pixels = inputs["patch_grid"], inputs["packed_pixel_values"]
-        sizes = self._sizes(grid)
-        chunks, start = [], 0
-        for first in range(0, len(sizes), max_batch):
-            count = sum(sizes[first : first + max_batch])
-            chunks.append(
-                {"packed_pixel_values": pixels[start : start + count], "patch_grid": grid[first : first + max_batch]}
-            )
-            start += count
-        return chunks
+        return split_by_grid(inputs, max_batch, "packed_pixel_values", "patch_grid")
 
     def per_image(self, embeds: Tensor, inputs: Inputs) -> tuple[Tensor, ...]:
         return torch.split(embeds, self._sizes(inputs["patch_grid"]))

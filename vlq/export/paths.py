@@ -251,6 +251,36 @@ class VisionPath(ABC):
         }
 
 
+#: Source image sizes for fixed-crop parity cases (the processor resizes each to the crop).
+SOURCE_SIZES = ((240, 320), (512, 512), (97, 180), (333, 250), (720, 1280))
+
+
+def crop_parity_cases(profile: Profile) -> list[Case]:
+    """Batches of 1, 2 and the profile's most, of assorted source sizes: a fixed-crop family's parity cases."""
+    batches = sorted({1, min(2, profile.max_batch), profile.max_batch})
+    return [
+        Case.synthetic([SOURCE_SIZES[(n + i) % len(SOURCE_SIZES)] for i in range(n)], seed=n * 10) for n in batches
+    ]
+
+
+def crop_trace_images() -> list:
+    """Two images of different sizes for a fixed-crop export trace."""
+    return [synthetic_image(64, 64, seed=1), synthetic_image(48, 80, seed=2)]
+
+
+def split_by_grid(inputs: Inputs, max_batch: int, pixels_name: str, grid_name: str) -> list[Inputs]:
+    """Cut packed patches `[patches, ...]` with a per-image grid `[images, d]` into calls of at most
+    `max_batch` images (each image has `prod(grid row)` patch rows)."""
+    grid, pixels = inputs[grid_name], inputs[pixels_name]
+    sizes = grid.prod(-1).tolist()
+    chunks, start = [], 0
+    for first in range(0, len(sizes), max_batch):
+        count = sum(sizes[first : first + max_batch])
+        chunks.append({pixels_name: pixels[start : start + count], grid_name: grid[first : first + max_batch]})
+        start += count
+    return chunks
+
+
 def json_settings(processor) -> dict:
     """An image processor's settings as plain JSON (enums such as `resample` by name)."""
     settings = processor.to_dict() if hasattr(processor, "to_dict") else {}

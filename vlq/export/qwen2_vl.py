@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from vlq.errors import InputError
 from vlq.export.grid import patch_layout, segment_mask, window_mask
 from vlq.export.parity import synthetic_image
-from vlq.export.paths import Case, Inputs, VisionPath
+from vlq.export.paths import Case, Inputs, VisionPath, split_by_grid
 from vlq.export.profile import Profile, grid_profile
 
 #: Square image sides (pixels) of the default profile: MIN, OPT, MAX. 56x56 is the processor's
@@ -141,19 +141,7 @@ class Qwen2VlPath(VisionPath):
         return grid.prod(-1).tolist()
 
     def split(self, inputs: Inputs, max_batch: int) -> list[Inputs]:
-        grid, pixels = inputs["image_grid_thw"], inputs["pixel_values"]
-        sizes = self._sizes(grid)
-        chunks, start = [], 0
-        for first in range(0, len(sizes), max_batch):
-            count = sum(sizes[first : first + max_batch])
-            chunks.append(
-                {
-                    "pixel_values": pixels[start : start + count],
-                    "image_grid_thw": grid[first : first + max_batch],
-                }
-            )
-            start += count
-        return chunks
+        return split_by_grid(inputs, max_batch, "pixel_values", "image_grid_thw")
 
     def per_image(self, embeds: Tensor, inputs: Inputs) -> tuple[Tensor, ...]:
         return torch.split(embeds, [s // self.merge**2 for s in self._sizes(inputs["image_grid_thw"])])
