@@ -497,6 +497,18 @@ def test_trt_runner_checks_the_profile_before_tensorrt(qwen_export):
     (qwen_export.out / "fake.engine").unlink()
 
 
+def test_missing_export_packages_name_the_extra_and_write_nothing(tiny_llava, tmp_path, monkeypatch):
+    """A plain `pip install vlq` has no onnx/onnxscript: one clear line, not an internal error."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a)
+    )
+    out = tmp_path / "vit"
+    with pytest.raises(InputError, match=r"^vlq export-vit needs onnxscript: pip install 'vlq\[export\]'$"):
+        export_vit(ExportOptions(model=str(tiny_llava), out=str(out), max_batch=1, device="cpu"))
+    assert not out.exists()
+
+
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed: the missing-TensorRT message cannot be shown")
 def test_trt_missing_leaves_a_complete_onnx_export(tiny_llava, tmp_path):
     out = tmp_path / "vit"

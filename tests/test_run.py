@@ -195,6 +195,20 @@ def test_skipped_stage_without_earlier_output_fails_before_any_work(recipe_file,
     assert not out.exists()  # nothing built, nothing written
 
 
+def test_missing_export_packages_fail_before_quantization(recipe_file, tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a)
+    )
+    out = tmp_path / "fresh"
+    result = _cli("run", recipe_file, "--out", out)
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert "the recipe's export stage needs onnxscript: pip install 'vlq[export]'" in result.output
+    assert not (out / "quantized").exists()
+
+
 def test_skip_and_stages_select_what_runs(recipe_file, run_copy, no_work):
     summary = run_recipe(
         load_recipe(recipe_file, ["stages=[quantize, eval]"], out=str(run_copy)), skip=["quantize"]

@@ -31,3 +31,12 @@ class GateFailed(VlqError):
     """An accuracy gate (`--max-drop`) was exceeded: the artifact must not ship."""
 
     exit_code = EXIT_GATE_FAILED
+
+
+def require_packages(packages: tuple[str, ...], extra: str, purpose: str) -> None:
+    """Refuse early, naming the pip extra, when optional packages that `purpose` needs are missing."""
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"{purpose} needs {', '.join(missing)}: pip install 'vlq[{extra}]'")

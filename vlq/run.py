@@ -37,7 +37,7 @@ from vlq import __version__
 from vlq.awq.partial import STATE_NAME as PARTIAL_STATE
 from vlq.awq.partial import partial_dir
 from vlq.awq.pipeline import REPORT_NAME, AutoAwqOptions, auto_awq
-from vlq.errors import GateFailed, InputError, UsageError
+from vlq.errors import GateFailed, InputError, UsageError, require_packages
 from vlq.eval.mmbench import MmbenchOptions, evaluate_mmbench
 from vlq.eval.scoring import apply_gate, compare_runs, gate_failure
 from vlq.output import atomic_dir, write_json
@@ -587,6 +587,10 @@ def run_recipe(
         on_progress=on_progress,
     )
     actions = plan(ctx, selected, force)
+    if actions["export"] == "run":  # before hours of quantization, not after
+        from vlq.export.runtime import EXPORT_PACKAGES
+
+        require_packages(EXPORT_PACKAGES, "export", "the recipe's export stage")
 
     error = None
     try:

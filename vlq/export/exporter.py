@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vlq.errors import GateFailed, InputError, UsageError
+from vlq.errors import GateFailed, InputError, UsageError, require_packages
 from vlq.export.manifest import (
     ENGINE_FILE,
     FORMAT,
@@ -32,7 +32,7 @@ from vlq.export.manifest import (
 from vlq.export.parity import DEFAULT_TOLERANCE, ParityFigure, compare, gate, load_images
 from vlq.export.paths import Case, Inputs, Runner, VisionPath, vision_path
 from vlq.export.profile import Profile, check_batches, parse_image_sizes
-from vlq.export.runtime import OrtEncoder
+from vlq.export.runtime import EXPORT_PACKAGES, OrtEncoder
 from vlq.loading import LoadedVlm, load_vlm
 from vlq.output import atomic_dir, write_json
 
@@ -233,6 +233,7 @@ def export_vit(
     `loaded`: an already loaded model to export (then `options.model`, `dtype` and `device` are not read).
     """
     start = time.perf_counter()
+    require_packages(EXPORT_PACKAGES, "export", "vlq export-vit")
     image_sizes, tolerance = _validate(options)
     out = Path(options.out)
     check_out_dir(out, options.force)

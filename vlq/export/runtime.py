@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vlq.errors import InputError, UsageError
+from vlq.errors import InputError, UsageError, require_packages
 from vlq.export.manifest import ENGINE_FILE, ONNX_FILE, read_manifest
 from vlq.export.paths import Runner, VisionPath, VitPatch, same_weights, vision_path
 from vlq.export.profile import Profile
 from vlq.loading import LoadedVlm
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+#: What exporting (torch.onnx's dynamo exporter, checker, parity) imports: the `export` extra.
+EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
@@ -73,6 +75,7 @@ def open_runner(folder: str | Path, backend: str, device: torch.device | str) ->
     folder = Path(folder)
     manifest = read_manifest(folder)
     if backend == "onnxruntime":
+        require_packages(("onnxruntime",), "export", "--vit-backend onnxruntime")
         return OrtEncoder(folder / ONNX_FILE, device), manifest
     from vlq.export.trt import TrtEncoder, import_tensorrt
 
