@@ -5,11 +5,15 @@ CPU), then recomposes its scales and clipping on a fresh copy and compares each 
 weights, clip inputs, clip thresholds, and the layer error with AutoAWQ's final rounding
 (`pseudo_quantize_tensor`) vs vlq's (`fake_quantize`) on the same weights.
 
-    PYTHONPATH=$PWD:/tmp/site python benchmarks/autoawq_rounding.py
+    PYTHONPATH=$PWD:/tmp/site python benchmarks/autoawq_rounding.py [--dtype float16]
+
+On the CPU the layer is hidden 256 in float32 by default; `--dtype float16` runs it at hidden 1024
+in fp16, where the difference between the two roundings shows up on the CPU too.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 import types
@@ -66,11 +70,20 @@ def main() -> None:
     AwqQuantizer, layers_for_scaling, apply_scale, apply_clip = import_autoawq()
     from awq.utils.module import get_named_linears
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto")
+    args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    hidden, intermediate, heads, samples, seqlen = (
-        (4096, 11008, 32, 128, 512) if device.type == "cuda" else (256, 512, 4, 8, 64)
-    )
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if args.dtype == "auto":
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, args.dtype)
+    if device.type == "cuda":
+        hidden, intermediate, heads, samples, seqlen = 4096, 11008, 32, 128, 512
+    elif dtype == torch.float16:
+        hidden, intermediate, heads, samples, seqlen = 1024, 2816, 16, 16, 128
+    else:
+        hidden, intermediate, heads, samples, seqlen = 256, 512, 4, 8, 64
     layer, rotary, _ = build_layer(hidden, intermediate, heads, device)
     layer.to(dtype)
     states, kwargs = make_inputs(samples, seqlen, hidden, rotary, dtype, device)
@@ -91,6 +104,9 @@ def main() -> None:
     def vlq_rounding(weight):
         return fake_quantize(weight, 4, 128)
 
+    def awq_rounding_in_fp32(weight):
+        return q.pseudo_quantize_tensor(weight.float())[0].to(weight.dtype)
+
     def error(module, rounding) -> float:
         return output_error(layer, quantized_state(module, device, rounding), states, kwargs, reference)
 
@@ -106,6 +122,7 @@ def main() -> None:
     apply_clip(pipeline, clips)
     print("pipeline, AutoAWQ rounding", error(pipeline, awq_rounding))
     print("pipeline, vlq rounding    ", error(pipeline, vlq_rounding))
+    print("pipeline, AutoAWQ rounding computed in fp32", error(pipeline, awq_rounding_in_fp32))
 
     # the same scales recomposed on a fresh copy, clip inputs recaptured from it
     recomposed = copy.deepcopy(layer).to(device)
