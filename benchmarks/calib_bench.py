@@ -334,18 +334,18 @@ def rtn_state(layer, group_size: int = 128) -> dict:
     return state
 
 
+def layer_dtype(args, device: torch.device) -> torch.dtype:
+    """fp16 on the GPU; fp32 on the CPU unless `--dtype float16` (slow, but shows fp16 rounding effects)."""
+    if args.dtype != "auto":
+        return getattr(torch, args.dtype)
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
 def bench_seqlen(args, seqlen: int, device: torch.device, emit) -> None:
     layer, rotary, _ = build_layer(args.hidden, args.intermediate, args.heads, device)
-    states, kwargs = make_inputs(
-        args.samples,
-        seqlen,
-        args.hidden,
-        rotary,
-        torch.float16 if device.type == "cuda" else torch.float32,
-        device,
-    )
-    if device.type == "cpu":
-        layer.float()
+    dtype = layer_dtype(args, device)
+    states, kwargs = make_inputs(args.samples, seqlen, args.hidden, rotary, dtype, device)
+    layer.to(dtype)
     with torch.no_grad():  # the 16-bit outputs wait in host memory, so no run's peak counts them
         reference = [layer_output(layer(chunk, **kwargs)).cpu() for chunk in states.split(8)]
     shape = f"{args.samples}x{seqlen}"
@@ -415,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intermediate", type=int, default=11008)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--no-autoawq", action="store_true", help="Skip AutoAWQ even when importable.")
+    parser.add_argument(
+        "--dtype", choices=("auto", "float16", "float32"), default="auto",
+        help="Layer dtype (auto: float16 on the GPU, float32 on the CPU).",
+    )
     parser.add_argument(
         "--hybrids", action="store_true", help="Also score each method's scales with the other's clipping."
     )

@@ -73,3 +73,26 @@ def test_awq_tensors_have_autoawq_shapes_and_dequantize_back():
 def test_wrong_group_size_is_a_clear_error():
     with pytest.raises(ValueError, match="does not divide"):
         quantize(torch.randn(8, 100), 4, 128)
+
+
+@given(seed=st.integers(0, 2**16), spread=st.floats(1e-3, 10.0))
+@settings(max_examples=25, deadline=None)
+def test_fp16_weights_round_in_fp16_as_the_stored_model_dequantizes(seed, spread):
+    """fp16: scale, zero, codes and product in fp16 arithmetic (AutoAWQ's `pseudo_quantize_tensor`), so
+    the search's fake quantization is bit-identical to what the packed checkpoint dequantizes to."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(32, 256, generator=gen) * spread).half()
+    grouped = weight.reshape(-1, 128)
+    scale = (grouped.amax(1, keepdim=True) - grouped.amin(1, keepdim=True)).clamp(min=1e-5) / 15
+    zero = (-torch.round(grouped.amin(1, keepdim=True) / scale)).clamp(0, 15)
+    reference = ((torch.clamp(torch.round(grouped / scale) + zero, 0, 15) - zero) * scale).reshape(weight.shape)
+    assert torch.equal(fake_quantize(weight, 4, 128), reference)
+    stored = pack_awq(quantize(weight, 4, 128))
+    assert torch.equal(dequantize_awq(stored["qweight"], stored["qzeros"], stored["scales"], 128).t(), reference)
+
+
+def test_fp32_and_bf16_weights_round_in_fp32():
+    weight = torch.randn(16, 256)
+    for dtype in (torch.float32, torch.bfloat16):
+        w = weight.to(dtype)
+        assert torch.equal(fake_quantize(w, 4, 128), fake_quantize(w.float(), 4, 128).to(dtype))

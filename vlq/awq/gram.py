@@ -97,7 +97,9 @@ def search_clip_gram(
         for step in range(int(max_shrink * n_grid)):
             max_val = original_max * (1 - step / n_grid)
             clipped = torch.clamp(w, -max_val, max_val)
-            q = fake_quantize(clipped.reshape(rows.shape[0], -1), bits, group_size).reshape(w.shape)
+            # rounded in the weight's own dtype, as the final quantization will be
+            candidate = clipped.reshape(rows.shape[0], -1).to(rows.dtype)
+            q = fake_quantize(candidate, bits, group_size).float().reshape(w.shape)
             d = (q - w).transpose(0, 1)  # [G, r, g]
             err = (torch.bmm(d, h) * d).sum(dim=-1).t().unsqueeze(-1)  # [r, G, 1]
             better = err < best_err
