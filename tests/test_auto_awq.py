@@ -4,18 +4,11 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from helpers import checkpoint_tensors
 
 from vlq.awq.pipeline import AutoAwqOptions, auto_awq
 from vlq.loading import load_vlm
 from vlq.tiny import build_tiny_llama
-
-
-def _weights(folder):
-    tensors = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(shard))
-    return tensors
 
 
 def _options(model, out, **overrides):
@@ -32,7 +25,7 @@ def test_output_is_autoawq_gemm_and_16bit_parts_are_bit_identical(tiny_llava, qu
     assert qc["zero_point"] is True and qc["version"] == "gemm"
     assert {"vision_tower", "multi_modal_projector", "lm_head"} <= set(qc["modules_to_not_convert"])
 
-    source, quantized = _weights(tiny_llava), _weights(out)
+    source, quantized = checkpoint_tensors(tiny_llava), checkpoint_tensors(out)
     q_proj = "language_model.model.layers.0.self_attn.q_proj"
     assert quantized[f"{q_proj}.qweight"].dtype == torch.int32
     assert quantized[f"{q_proj}.qweight"].shape == (128, 128 // 8)
@@ -75,7 +68,7 @@ def test_quantized_folder_loads_and_stays_close_to_16bit(tiny_llava, quantized_l
 def test_batch_size_does_not_change_the_weights(tiny_llava, tmp_path):
     one = auto_awq(_options(tiny_llava, tmp_path / "bs1", batch_size=1, search_scale=True))
     four = auto_awq(_options(tiny_llava, tmp_path / "bs4", batch_size=4, search_scale=True))
-    a, b = _weights(one.output_dir), _weights(four.output_dir)
+    a, b = checkpoint_tensors(one.output_dir), checkpoint_tensors(four.output_dir)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
 

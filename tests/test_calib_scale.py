@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import checkpoint_tensors
 from safetensors.torch import load_file, save_file
 
 from vlq.awq.gram import add_block_gram, add_gram, quadratic_error, scale_block_gram, search_clip_gram
@@ -19,13 +20,6 @@ from vlq.calib.stream import find_layer_prefix
 from vlq.errors import InputError
 from vlq.loading import load_vlm
 from vlq.tiny import build_tiny_llama
-
-
-def _weights(folder):
-    tensors = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(shard))
-    return tensors
 
 
 def _options(model, out, **overrides):
@@ -125,7 +119,7 @@ def test_streamed_output_equals_the_whole_model_output_and_loads(fixture, reques
     monkeypatch.setattr(pipeline, "open_streamed", lambda *args, **kwargs: None)
     whole = auto_awq(_options(model, tmp_path / "whole", search_scale=True))
     assert streamed.streamed and not whole.streamed
-    a, b = _weights(streamed.output_dir), _weights(whole.output_dir)
+    a, b = checkpoint_tensors(streamed.output_dir), checkpoint_tensors(whole.output_dir)
     assert a.keys() == b.keys()
     assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
     config = json.loads((streamed.output_dir / "config.json").read_text())
@@ -142,7 +136,7 @@ def test_streamed_output_equals_the_whole_model_output_and_loads(fixture, reques
 def test_batch_size_changes_memory_not_weights_with_uneven_chunks(tiny_qwen2_vl, tmp_path):
     one = auto_awq(_options(tiny_qwen2_vl, tmp_path / "b1", calib_samples=5, batch_size=1, search_scale=True))
     three = auto_awq(_options(tiny_qwen2_vl, tmp_path / "b3", calib_samples=5, batch_size=3, search_scale=True))
-    a, b = _weights(one.output_dir), _weights(three.output_dir)
+    a, b = checkpoint_tensors(one.output_dir), checkpoint_tensors(three.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -180,7 +174,7 @@ def test_resume_after_a_failure_gives_the_uninterrupted_result(four_layers, unin
     resumed = auto_awq(_options(four_layers, out, search_scale=True, resume=True), on_layer=seen.append)
     assert resumed.resumed_layers == 2 and [r.index for r in seen] == [0, 1, 2, 3]
     assert not partial_dir(out).exists()
-    a, b = _weights(uninterrupted.output_dir), _weights(out)
+    a, b = checkpoint_tensors(uninterrupted.output_dir), checkpoint_tensors(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     report = json.loads((out / "vlq_report.json").read_text())
     assert report["resumed_layers"] == 2 and len(report["layers"]) == 4
@@ -210,7 +204,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(four_layers, uninte
             "--device", "cpu", "--search-scale", "--resume", "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    a, b = _weights(uninterrupted.output_dir), _weights(out)
+    a, b = checkpoint_tensors(uninterrupted.output_dir), checkpoint_tensors(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((out / "vlq_report.json").read_text())["resumed_layers"] == 3
 

@@ -4,17 +4,10 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from helpers import checkpoint_tensors
 
 from vlq.awq.distributed import launch, shard_bounds
 from vlq.awq.pipeline import AutoAwqOptions, auto_awq
-
-
-def _weights(folder):
-    tensors = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(shard))
-    return tensors
 
 
 def test_shards_cover_the_samples_in_order():
@@ -31,7 +24,7 @@ def test_two_gloo_ranks_give_the_single_process_weights(tiny_llava, tmp_path):
     seen = []
     double = auto_awq(AutoAwqOptions(work_dir=str(tmp_path / "two"), gpus=2, **settings), on_layer=seen.append)
     assert double.world_size == 2 and [r.index for r in seen] == [0, 1]
-    a, b = _weights(single.output_dir), _weights(double.output_dir)
+    a, b = checkpoint_tensors(single.output_dir), checkpoint_tensors(double.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for one, two in zip(single.layers, double.layers):
         assert one.awq_error == pytest.approx(two.awq_error, rel=1e-12)

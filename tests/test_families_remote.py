@@ -7,7 +7,8 @@ close to the 16-bit model's, and `inspect` shows the family's scale groups.
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from helpers import checkpoint_tensors
+from safetensors.torch import save_file
 
 from vlq.awq.pipeline import AutoAwqOptions, auto_awq
 from vlq.fixtures import make_tiny_checkpoint
@@ -24,13 +25,6 @@ EXPECTED = {
     "mini_gemini": ("mini_gemini", ("input_layernorm", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]), ("vision_tower", "mm_projector", "vlm_uni")),
     "bagel": ("bagel", ("input_layernorm", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]), ("moe_gen", "vit_model", "connector")),
 }
-
-
-def _weights(folder):
-    tensors = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(shard))
-    return tensors
 
 
 def _logits(loaded, ids):
@@ -53,7 +47,7 @@ def test_remote_family_end_to_end(fixture, tmp_path):
     assert result.family == family
     assert all(layer.awq_error <= layer.rtn_error for layer in result.layers)
 
-    original, quantized = _weights(source), _weights(result.output_dir)
+    original, quantized = checkpoint_tensors(source), checkpoint_tensors(result.output_dir)
     kept = [k for k in original if any(fragment in k for fragment in kept_fragments)]
     assert kept
     for key in kept:
@@ -71,14 +65,14 @@ def test_xcomposer2_plora_branches_stay_16bit_and_still_act_on_image_tokens(tmp_
     """PLoRA weights are scaled with their linear (folding stays exact) but never packed, and the
     loaded 4-bit model still adds the branch where `im_mask` is set."""
     source = make_tiny_checkpoint("internlm_xcomposer2", tmp_path / "src")
-    weights = _weights(source)  # Plora_B starts at zero, as LoRA does: give the branches an effect
+    weights = checkpoint_tensors(source)  # Plora_B starts at zero, as LoRA does: give the branches an effect
     generator = torch.Generator().manual_seed(0)
     for key in [k for k in weights if "Plora_B" in k]:
         weights[key] = torch.randn(weights[key].shape, generator=generator) * 0.05
     save_file(weights, source / "model.safetensors", metadata={"format": "pt"})
     result = auto_awq(AutoAwqOptions(model=str(source), work_dir=str(tmp_path / "out"), calib_samples=4,
                                      calib_seqlen=32, device="cpu", search_scale=True))
-    quantized = _weights(result.output_dir)
+    quantized = checkpoint_tensors(result.output_dir)
     plora = [k for k in quantized if "Plora_" in k]
     assert plora and all(quantized[k].is_floating_point() for k in plora)
     assert "model.layers.0.attention.wqkv.qweight" in quantized
