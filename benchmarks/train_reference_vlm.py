@@ -2,13 +2,14 @@
 
     # GPU: the checkpoint folder, its tarball and training_log.json
     python benchmarks/train_reference_vlm.py train --out OUT [--steps N] [--budget-minutes 3.5]
-    # the shipped vlq/reference/shapes-llava, two stages on one H100 (244 s + 300 s):
+    # the shipped vlq/reference/shapes-llava, two stages on one H100 (244 s + 311 s):
     # 1. a per-patch perception loss on the vision tower, wider sizes, descriptions and short answers
     python benchmarks/train_reference_vlm.py train --out OUT --eval --wide --aux-weight 1 --steps 1591 \
         --describe-rate 0.2 --short-rate 0.15 --weights shape=1.5,color=0.75,position=1.5,relation=2,ocr=2
-    # 2. multiple-choice questions only, from stage 1 (it sees after stage 1, but answers "B" to everything)
-    python benchmarks/train_reference_vlm.py train --out OUT2 --init OUT/shapes-llava --seed 1 --steps 2200 \
-        --lr 5e-4 --warmup 50 --describe-rate 0 --short-rate 0 --aux-weight 1 --eval
+    # 2. multiple-choice questions only, from stage 1 (it sees after stage 1, but answers "B" to
+    #    everything), with the subject probe (without it, relations between two objects stay at chance)
+    python benchmarks/train_reference_vlm.py train --out OUT2 --init OUT/shapes-llava --seed 1 --steps 1684 \
+        --lr 5e-4 --warmup 50 --describe-rate 0 --short-rate 0 --aux-weight 1 --subject-weight 1 --eval
     # the held-out MMBench TSV (CPU, seconds; needs Pillow for the PNGs)
     python benchmarks/train_reference_vlm.py heldout --out vlq/reference/shapes_mmbench_test.tsv
     # fp16 vs RTN vs AWQ (w4a16 g128) vs kv8/kv4: circular accuracy and wikitext-2 test perplexity
@@ -30,6 +31,13 @@ plain LLaVA): linear heads on the vision features the projector reads classify e
 (shape, color, grid row/column, object centre, character, its place in the word; labels from
 `vlq.reference.scenes.patch_targets`). Without it the vision tower learns colors only, because
 the answer tokens alone teach shapes, places and characters too slowly.
+
+`--subject-weight W` adds a second training-only loss (`SubjectHeads`, not saved either): a linear
+head on the language model's middle layer, at the last token of each object a question names
+("the red square", "the object at the top left"), classifies that object's grid cell
+(`Question.subjects`). Without it, a model that sees every patch still answered "is A left of,
+right of, above or below B?" at chance on the direction (4% circular): the answer letter alone
+never taught it to find A and B from their names first.
 """
 
 from __future__ import annotations
@@ -54,9 +62,14 @@ from torch.utils.data import DataLoader, IterableDataset  # noqa: E402
 
 from vlq.calib.data import shipped_text_path  # noqa: E402
 from vlq.reference import MODEL_NAME  # noqa: E402
-from vlq.reference.data import TRAINING_WEIGHTS, heldout_items, training_example, write_mmbench_tsv  # noqa: E402
+from vlq.reference.data import (  # noqa: E402
+    TRAINING_WEIGHTS,
+    heldout_items,
+    training_example,
+    write_mmbench_tsv,
+)
 from vlq.reference.evaluate import chat_text, mcq_accuracy, normalize_images, perplexity  # noqa: E402
-from vlq.reference.scenes import IMAGE_SIZE, TARGET_CLASSES, patch_targets, render_batch  # noqa: E402
+from vlq.reference.scenes import GRID, IMAGE_SIZE, TARGET_CLASSES, patch_targets, render_batch  # noqa: E402
 from vlq.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, build_tokenizer  # noqa: E402
 
 PATCH = 8
@@ -76,6 +89,7 @@ TINY_TEXT = dict(
 TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
 LM_CORPORA = ("wikitext2", "ptb")
 MONITOR_TOKENS = 16_384
+MAX_SUBJECTS = 2  # objects a question names (relation and compare questions name two)
 MONITOR_SEED, MONITOR_QUESTIONS = 7, 48
 
 
@@ -172,10 +186,14 @@ class Batches(IterableDataset):
         ]
         eos = self.tokenizer.eos_token_id
         rows, labels = [], []
-        for ex in examples:
-            prompt = self.tokenizer.encode(
-                chat_text(self.tokenizer, ex.prompt, IMAGE_TOKENS), add_special_tokens=False
-            )
+        subject_at = torch.full((len(examples), MAX_SUBJECTS), -1, dtype=torch.long)
+        subject_cell = torch.full((len(examples), MAX_SUBJECTS), -100, dtype=torch.long)
+        for i, ex in enumerate(examples):
+            text = chat_text(self.tokenizer, ex.prompt, IMAGE_TOKENS)
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            prompt = encoded["input_ids"]
+            for j, (token, cell) in enumerate(subject_tokens(ex, text, encoded["offset_mapping"])):
+                subject_at[i, j], subject_cell[i, j] = token, cell
             answer = self.tokenizer.encode(ex.answer, add_special_tokens=False) + [eos]
             rows.append(prompt + answer)
             labels.append([-100] * len(prompt) + answer)
@@ -197,7 +215,53 @@ class Batches(IterableDataset):
             "labels": target,
             "mask": ids != self.tokenizer.pad_token_id,
             "lm": lm,
+            "subject_at": subject_at,
+            "subject_cell": subject_cell,
         }
+
+
+def subject_tokens(example, text: str, offsets) -> list[tuple[int, int]]:
+    """(token index, grid cell) of the last token of each object the example's question names.
+
+    `text` is the templated turn that holds `example.prompt`, `offsets` its tokens' character
+    spans; each reference is looked up after the previous one, in the question's own text.
+    """
+    question = example.question
+    if question is None or not question.subjects:
+        return []
+    at = text.index(example.prompt) + example.prompt.index(question.question)
+    out = []
+    for reference, cell in question.subjects:
+        at = text.index(reference, at) + len(reference)
+        out.append((next(t for t, (_, end) in enumerate(offsets) if end >= at), cell))
+    return out
+
+
+class SubjectHeads(nn.Module):
+    """Training-only probe (not saved): from the language model's middle layer, at the last token
+    of each object a question names, classify that object's grid cell.
+
+    It teaches the first hop of a relation question, finding the named object, at the words
+    that name it; the answer letter alone gives that step no direct signal.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        text = model.config.text_config
+        self.layer = text.num_hidden_layers // 2
+        self.head = nn.Linear(text.hidden_size, GRID * GRID)
+
+    def forward(self, hidden_states, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy over the named objects in the batch, and its accuracy."""
+        at, cell = batch["subject_at"], batch["subject_cell"]
+        rows = torch.arange(at.shape[0], device=at.device)[:, None].expand_as(at)
+        picked = hidden_states[self.layer][rows, at.clamp(min=0)]
+        logits = self.head(picked).float()
+        named = cell != -100
+        nll = nn.functional.cross_entropy(logits.flatten(0, 1), cell.flatten(), ignore_index=-100, reduction="sum")
+        loss = nll / named.sum().clamp(min=1)
+        accuracy = ((logits.argmax(-1) == cell) & named).sum() / named.sum().clamp(min=1)
+        return loss, accuracy
 
 
 class PerceptionHeads(nn.Module):
@@ -326,7 +390,10 @@ def train(args: argparse.Namespace) -> None:
         persistent_workers=False,
     )
     probes = PerceptionHeads(model).to(device) if args.aux_weight > 0 else None
-    named = list(model.named_parameters()) + (list(probes.named_parameters()) if probes else [])
+    subjects = SubjectHeads(model).to(device) if args.subject_weight > 0 else None
+    named = list(model.named_parameters())
+    for extra in (probes, subjects):
+        named += list(extra.named_parameters()) if extra is not None else []
     decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in named if p.ndim < 2 or "embed" in n]
     optimizer = torch.optim.AdamW(
@@ -340,7 +407,7 @@ def train(args: argparse.Namespace) -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     total = args.steps or 10**9
-    curve, window = [], {"vqa": [], "lm": [], "aux": []}
+    curve, window = [], {"vqa": [], "lm": [], "aux": [], "subject": []}
     start = time.perf_counter()
     probe_start = None
     step = 0
@@ -362,13 +429,14 @@ def train(args: argparse.Namespace) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         pixels = normalize_images(batch["images"], mean, std)
         with autocast:
-            logits = model(
+            output = model(
                 input_ids=batch["ids"],
                 pixel_values=pixels,
                 attention_mask=batch["mask"].long(),
                 use_cache=False,
-            ).logits
-            loss_vqa = vqa_loss(logits, batch["labels"])
+                output_hidden_states=subjects is not None,
+            )
+            loss_vqa = vqa_loss(output.logits, batch["labels"])
             lm = batch["lm"]
             lm_logits = model(input_ids=lm[:, :-1], use_cache=False).logits
             loss_lm = nn.functional.cross_entropy(lm_logits.float().flatten(0, 1), lm[:, 1:].flatten())
@@ -377,6 +445,10 @@ def train(args: argparse.Namespace) -> None:
                 loss_aux, aux_accuracy = probes(batch)
                 loss = loss + args.aux_weight * loss_aux
                 window["aux"].append(loss_aux.detach())
+            if subjects is not None:
+                loss_subject, subject_accuracy = subjects(output.hidden_states, batch)
+                loss = loss + args.subject_weight * loss_subject
+                window["subject"].append(subject_accuracy.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
@@ -394,6 +466,8 @@ def train(args: argparse.Namespace) -> None:
             if probes is not None:
                 point["aux_loss"] = float(torch.stack(window["aux"]).mean())
                 point["aux_accuracy"] = {k: round(float(v), 3) for k, v in aux_accuracy.items()}
+            if subjects is not None:
+                point["subject_accuracy"] = round(float(torch.stack(window["subject"]).mean()), 3)
             if (step + 1) % (args.log_every * 10) == 0 or step + 1 == total:
                 model.eval()
                 point["monitor_ppl"] = perplexity(model, monitor, min(2048, args.lm_seqlen))
@@ -404,7 +478,7 @@ def train(args: argparse.Namespace) -> None:
                 if probes is not None:
                     probes.features.clear()
             curve.append(point)
-            window = {"vqa": [], "lm": [], "aux": []}
+            window = {"vqa": [], "lm": [], "aux": [], "subject": []}
             print(json.dumps(point), flush=True)
     seconds = time.perf_counter() - start
     steps_done = min(step + 1, total)
@@ -587,6 +661,12 @@ def main() -> None:
         "--short-rate", type=float, default=0.0, help="share of short-answer (option text) examples"
     )
     t.add_argument("--weights", default="", help="question-kind training weights, e.g. position=2,ocr=2")
+    t.add_argument(
+        "--subject-weight",
+        type=float,
+        default=0.0,
+        help="weight of the training-only SubjectHeads loss (where each object a question names is)",
+    )
     t.add_argument("--tiny", action="store_true", help="a tiny model (CPU smoke test of the script)")
     t.add_argument("--wide", action="store_true", help="the --wide sizes (vision 256/1024, text MLP 1024)")
     t.set_defaults(func=train)

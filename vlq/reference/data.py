@@ -13,7 +13,7 @@ import csv
 import io
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vlq.eval.mmbench_data import CIRCULAR_OFFSET
@@ -42,11 +42,15 @@ SHORT_ANSWER = "Answer the question using a single word or phrase."
 
 @dataclass(frozen=True)
 class Example:
-    """One training turn: the user prompt (after the image) and the assistant's answer text."""
+    """One training turn: the user prompt (after the image) and the assistant's answer text.
+
+    `question` is what was asked (None for a description).
+    """
 
     scene: Scene
     prompt: str
     answer: str
+    question: Question | None = None
 
 
 #: How often each kind is asked in training (harder kinds more); the held-out set is balanced.
@@ -100,9 +104,16 @@ def training_example(
     scene, question = ask(rng, kind)
     while scene in excluded:
         scene, question = ask(rng, kind)
-    if draw < describe_rate + short_rate:
-        return Example(scene, f"{question.question}\n{SHORT_ANSWER}", question.options[question.answer])
-    return Example(scene, mmbench_prompt(question), question.answer_letter)
+    return question_example(scene, question, short=draw < describe_rate + short_rate)
+
+
+def question_example(scene: Scene, question: Question, short: bool = False) -> Example:
+    """`question` as a training turn: its MMBench prompt and letter, or (`short`) the option's text."""
+    if short:
+        prompt, answer = f"{question.question}\n{SHORT_ANSWER}", question.options[question.answer]
+    else:
+        prompt, answer = mmbench_prompt(question), question.answer_letter
+    return Example(scene, prompt, answer, question)
 
 
 def png_base64(scene: Scene) -> str:
@@ -117,15 +128,7 @@ def rotate(question: Question, k: int) -> Question:
     """The k-th circular copy: option i of the copy is option (i + k) mod n of the original."""
     n = len(question.options)
     options = tuple(question.options[(i + k) % n] for i in range(n))
-    return Question(
-        question.kind,
-        question.question,
-        options,
-        (question.answer - k) % n,
-        question.category,
-        question.l2_category,
-        question.hint,
-    )
+    return replace(question, options=options, answer=(question.answer - k) % n)
 
 
 def tsv_rows(items: Iterable[tuple[Scene, Question]], split: str = "dev") -> list[dict[str, str]]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vlq.reference.scenes import (
     COL_NAMES,
     COLORS,
     GLYPHS,
+    GRID,
     PANDAS_NA_WORDS,
     ROW_NAMES,
     SHAPES,
@@ -33,6 +34,7 @@ POSITIONS = tuple(
     "center" if (r, c) == (1, 1) else f"{ROW_NAMES[r]} {COL_NAMES[c]}" for r in range(3) for c in range(3)
 )
 RELATIONS = ("to the left of", "to the right of", "above", "below")
+RELATION_QUESTION = "Is {} to the left of, to the right of, above or below {}?"
 PLURALS = {"cross": "crosses"}
 HINTS = {
     "shapes": (
@@ -48,7 +50,11 @@ HINTS = {
 
 @dataclass(frozen=True)
 class Question:
-    """One multiple-choice question: options in the order asked, `answer` is an index into them."""
+    """One multiple-choice question: options in the order asked, `answer` is an index into them.
+
+    `subjects`: each object the question names, in order, as (its reference text, its grid
+    cell `3 * row + col`): training-only labels (where the model should look), never asked.
+    """
 
     kind: str
     question: str
@@ -57,10 +63,15 @@ class Question:
     category: str
     l2_category: str
     hint: str | None = None
+    subjects: tuple[tuple[str, int], ...] = ()
 
     @property
     def answer_letter(self) -> str:
         return "ABCD"[self.answer]
+
+
+def _subject(ref: str, obj: Obj) -> tuple[str, int]:
+    return ref, obj.row * GRID + obj.col
 
 
 def _plural(shape: str) -> str:
@@ -98,14 +109,30 @@ def _shape_of(rng: random.Random, scene: Scene) -> Question | None:
     obj = rng.choice(scene.objects)
     ref = rng.choice(_references(obj, scene, "shape"))
     options, answer = _choices(rng, obj.shape, SHAPES)
-    return Question("shape", f"What is the shape of {ref}?", options, answer, "attribute_recognition", FP_S)
+    return Question(
+        "shape",
+        f"What is the shape of {ref}?",
+        options,
+        answer,
+        "attribute_recognition",
+        FP_S,
+        subjects=(_subject(ref, obj),),
+    )
 
 
 def _color_of(rng: random.Random, scene: Scene) -> Question | None:
     obj = rng.choice(scene.objects)
     ref = rng.choice(_references(obj, scene, "color"))
     options, answer = _choices(rng, obj.color, tuple(COLORS))
-    return Question("color", f"What color is {ref}?", options, answer, "attribute_recognition", FP_S)
+    return Question(
+        "color",
+        f"What color is {ref}?",
+        options,
+        answer,
+        "attribute_recognition",
+        FP_S,
+        subjects=(_subject(ref, obj),),
+    )
 
 
 def _position_of(rng: random.Random, scene: Scene) -> Question | None:
@@ -114,8 +141,15 @@ def _position_of(rng: random.Random, scene: Scene) -> Question | None:
     if not refs:
         return None
     options, answer = _choices(rng, obj.position, POSITIONS)
+    ref = rng.choice(refs)
     return Question(
-        "position", f"Where is {rng.choice(refs)} in the image?", options, answer, "object_localization", FP_S
+        "position",
+        f"Where is {ref} in the image?",
+        options,
+        answer,
+        "object_localization",
+        FP_S,
+        subjects=(_subject(ref, obj),),
     )
 
 
@@ -157,8 +191,9 @@ def _relation(rng: random.Random, scene: Scene) -> Question | None:
             relation = RELATIONS[2] if a.row < b.row else RELATIONS[3]
         ref_a, ref_b = rng.choice(refs_a), rng.choice(refs_b)
         options, answer = _choices(rng, relation, RELATIONS)
-        text = f"Is {ref_a} to the left of, to the right of, above or below {ref_b}?"
-        return Question("relation", text, options, answer, "spatial_relationship", FP_C)
+        text = RELATION_QUESTION.format(ref_a, ref_b)
+        subjects = (_subject(ref_a, a), _subject(ref_b, b))
+        return Question("relation", text, options, answer, "spatial_relationship", FP_C, subjects=subjects)
     return None
 
 
@@ -171,7 +206,8 @@ def _compare(rng: random.Random, scene: Scene) -> Question | None:
     same = getattr(a, attribute) == getattr(b, attribute)
     options, answer = _choices(rng, "Yes" if same else "No", ("Yes", "No"), 2)
     text = f"Do {ref_a} and {ref_b} have the same {attribute}?"
-    return Question("compare", text, options, answer, "attribute_comparison", FP_C)
+    subjects = (_subject(ref_a, a), _subject(ref_b, b))
+    return Question("compare", text, options, answer, "attribute_comparison", FP_C, subjects=subjects)
 
 
 def _read_text(rng: random.Random, scene: Scene) -> Question | None:
@@ -215,16 +251,7 @@ def ask(rng: random.Random, kind: str, hint_rate: float = 0.15) -> tuple[Scene, 
         if question is not None:
             break
     if rng.random() < hint_rate:
-        hint = rng.choice(HINTS["text" if scene.is_text else "shapes"])
-        question = Question(
-            question.kind,
-            question.question,
-            question.options,
-            question.answer,
-            question.category,
-            question.l2_category,
-            hint,
-        )
+        question = replace(question, hint=rng.choice(HINTS["text" if scene.is_text else "shapes"]))
     return scene, question
 
 
