@@ -2,7 +2,8 @@
 
 python benchmarks/gemm_sweep.py [--shapes 4096x4096,...] [--m 1,2,...] [--budget 200] [--json-out F]
 
-Candidates: `w4a16_rp_kernel` tiles and split-K over vlq's layout (tokens <= 256), chunked
+Candidates: `w4a16_rp_kernel` tiles and split-K over vlq's layout (tokens <= 256),
+`w4a16_gemv_kernel` (CUDA-core FMAs, several 256-blocks per step) for tokens <= 16, chunked
 dequantize + cuBLAS over vlq's layout (tokens >= 128), and the AWQ-layout dispatch that shipped
 before (`current`). Every candidate is checked against a float32 reference before it is timed.
 Times: one CUDA graph of many calls, rotating over enough weight copies that none is found in
@@ -29,7 +30,7 @@ GROUP = 128
 L2_BYTES = 50 * 2**20
 
 
-def decode_candidates():
+def rp_decode_candidates():
     from vlq.kernels.triton_w4a16 import RpConfig
 
     out = []
@@ -38,6 +39,42 @@ def decode_candidates():
             for split in (1, 2, 4, 8, 16):
                 out.append(RpConfig(block_m=16, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
     return out
+
+
+# `w4a16_gemv_kernel` tiles (rows, 256-blocks per step, warps) per tokens per program, picked from
+# sm_90 ptxas register counts (fp16, group 128): no spills, and as many weight bytes in flight per SM
+# as the registers leave room for.
+GEMV_TILES = {
+    1: ((8, 2, 2), (16, 1, 2), (16, 2, 4), (8, 4, 4), (16, 4, 4), (32, 1, 4), (32, 2, 8)),
+    2: ((8, 2, 2), (16, 1, 2), (16, 2, 4), (8, 4, 4), (32, 1, 4), (32, 2, 8), (64, 1, 8)),
+    4: ((8, 2, 2), (16, 1, 2), (32, 1, 4), (16, 2, 8), (32, 2, 8), (64, 1, 8)),
+    8: ((16, 1, 4), (32, 1, 4), (32, 1, 8), (32, 2, 8), (64, 1, 8)),
+}
+
+
+def gemv_candidates(m):
+    """`w4a16_gemv_kernel` for M tokens: M rounded up to a power of two per program, at most 8
+    (a thread holds its activations for every token, so more tokens take more programs), each
+    tile at split-K 1, 2 and 4. Its loop has no pipelined loads, so num_stages stays at the default."""
+    from vlq.kernels.triton_w4a16 import RpConfig
+
+    block_m = min(1 << (m - 1).bit_length(), 8)
+    return [
+        RpConfig(
+            kernel="gemv",
+            block_m=block_m,
+            block_n=bn,
+            blocks_per_step=steps,
+            split_k=split,
+            num_warps=warps,
+        )
+        for bn, steps, warps in GEMV_TILES[block_m]
+        for split in (1, 2, 4)
+    ]
+
+
+def decode_candidates(m):
+    return rp_decode_candidates() + gemv_candidates(m)
 
 
 def prefill_candidates(m):
@@ -57,9 +94,20 @@ def prefill_candidates(m):
 
 
 def compile_key(cfg):
+    """What selects a compiled variant: the split count only matters through split-K's atomics."""
     if cfg.kernel == "deq":
         return ("deq",)
     return dataclasses.replace(cfg, split_k=2 if cfg.split_k > 1 else 1)
+
+
+def describe(cfg):
+    """Short label of a candidate for the progress lines."""
+    if cfg.kernel == "deq":
+        return f"deq chunk{cfg.chunk_mb}"
+    tile = f"{cfg.block_m}x{cfg.block_n} s{cfg.split_k} w{cfg.num_warps}"
+    if cfg.kernel == "gemv":
+        return f"gemv {tile} b{cfg.blocks_per_step}"
+    return f"rp {tile} st{cfg.num_stages}"
 
 
 def _rand_awq(k, n, dtype, device, group=GROUP):
@@ -164,9 +212,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.dry:
         os.environ["TRITON_INTERPRET"] = "1"
-        global decode_candidates, prefill_candidates
-        full_decode, full_prefill = decode_candidates, prefill_candidates
-        decode_candidates = lambda: full_decode()[::37]  # noqa: E731
+        global rp_decode_candidates, gemv_candidates, prefill_candidates
+        full_rp, full_gemv, full_prefill = rp_decode_candidates, gemv_candidates, prefill_candidates
+        rp_decode_candidates = lambda: full_rp()[::37]  # noqa: E731
+        gemv_candidates = lambda m: full_gemv(m)[::10]  # noqa: E731
         prefill_candidates = lambda m: full_prefill(m)[::17]  # noqa: E731
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms = [int(v) for v in args.m.split(",")]
@@ -192,13 +241,14 @@ def main() -> int:
     f16 = torch.float16
     tasks = {}
     for m in ms:
-        for cfg in decode_candidates() if m <= 16 else prefill_candidates(m):
+        for cfg in decode_candidates(m) if m <= 16 else prefill_candidates(m):
             tasks[("rp", f16, GROUP, compile_key(cfg))] = ("rp", f16, GROUP, cfg)
         for k, n in shapes:
             tasks[("awq", m, k * n >= 1 << 26)] = ("awq", f16, GROUP, (m, k, n))
     # bf16 and the other group sizes, for the correctness check below
     checks = [
         RpConfig(block_m=16, block_n=64, split_k=2),
+        RpConfig(kernel="gemv", block_m=4, block_n=16, split_k=2, blocks_per_step=2),
         RpConfig(block_m=64, block_n=128),
         RpConfig(kernel="deq"),
     ]
@@ -237,7 +287,7 @@ def main() -> int:
         rsets = [_repacked(w) for w in sets]
         dense = [torch.randn(n, k, device=dev, dtype=f16) * 0.02 for _ in range(copies(2 * k * n))]
         ref_w = dequantize_awq(sets[0]["qweight"], sets[0]["qzeros"], sets[0]["scales"], GROUP).float()
-        top_decode = []
+        top_rp = []
         for m in ms:
             if time.time() - t0 > args.budget:
                 print(f"budget spent: skipping {k}x{n} M={m}", flush=True)
@@ -252,14 +302,14 @@ def main() -> int:
                 ]
             )
             if m <= 16:
-                cands = decode_candidates()
-                if m in (2, 4, 8) and top_decode:
-                    cands = list(dict.fromkeys(top_decode))
+                cands = decode_candidates(m)
+                if m in (2, 4, 8) and top_rp:  # rp pads to 16 tokens: its best at M=1 and 16 will do
+                    cands = list(dict.fromkeys(top_rp)) + gemv_candidates(m)
             else:
                 cands = prefill_candidates(m)
             timed = []
             for cfg in cands:
-                if cfg.kernel == "rp" and cfg.split_k > max(1, k // 256):
+                if cfg.kernel != "deq" and cfg.split_k > max(1, k // 256):
                     continue
                 try:
                     out = run_rp(x, rsets[0]["qweight"], rsets[0]["qzeros"], rsets[0]["scales"], GROUP, cfg)
@@ -282,7 +332,7 @@ def main() -> int:
                 results.append(dict(k=k, n=n, m=m, cfg=dataclasses.asdict(cfg), us=us, err=err))
             timed.sort(key=lambda t: t[0])
             if m in (1, 16):
-                top_decode += [c for _, c in timed[:6]]
+                top_rp += [c for _, c in timed if c.kernel == "rp"][:6]
             best_us, best = timed[0] if timed else (float("inf"), None)
             summary.append(
                 dict(
@@ -296,15 +346,10 @@ def main() -> int:
                     top=[(u, dataclasses.asdict(c)) for u, c in timed[:5]],
                 )
             )
-            short = lambda c: (  # noqa: E731
-                f"deq chunk{c.chunk_mb}"
-                if c.kernel == "deq"
-                else f"rp {c.block_m}x{c.block_n} s{c.split_k} w{c.num_warps} st{c.num_stages}"
-            )
-            second = f" | 2nd {timed[1][0]:.1f} {short(timed[1][1])}" if len(timed) > 1 else ""
+            second = f" | 2nd {timed[1][0]:.1f} {describe(timed[1][1])}" if len(timed) > 1 else ""
             print(
                 f"{k}x{n} M={m}: fp16 {fp16_us:.1f} current {cur_us:.1f} best {best_us:.1f} "
-                f"({fp16_us / best_us:.2f}x fp16, {cur_us / best_us:.2f}x current) {short(best) if best else '-'}"
+                f"({fp16_us / best_us:.2f}x fp16, {cur_us / best_us:.2f}x current) {describe(best) if best else '-'}"
                 f"{second}  [{time.time() - t0:.0f}s]",
                 flush=True,
             )

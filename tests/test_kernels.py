@@ -355,6 +355,31 @@ def test_rp_kernel_matches_reference(dtype, group_size, m, k, n, config):
 
 
 @pytest.mark.parametrize("dtype", kernel_dtypes)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "config"),
+    [
+        # one token, odd N over a partial row tile, 3 blocks in steps of 2 (the last step half empty)
+        (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2)),
+        # 3 tokens in a tile of 4, split-K 2 over 4 blocks: per slice one step of 4, half empty
+        (3, 1024, 40, RpConfig(kernel="gemv", block_m=4, block_n=16, split_k=2)),
+        # 17 tokens over two token tiles, split-K 3 over 5 blocks (slices of 2, 2, 1)
+        (17, 1280, 24, RpConfig(kernel="gemv", block_m=16, block_n=8, split_k=3, blocks_per_step=1)),
+    ],
+)
+def test_gemv_kernel_matches_reference(dtype, group_size, m, k, n, config):
+    t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=m)
+    # the first n output rows (AutoAWQ packing needs N % 8 == 0; the vlq layout does not)
+    rows = {"qweight": r["qweight"][:n], "qzeros": r["qzeros"][:, :n], "scales": r["scales"][:, :n]}
+    rows = {name: value.contiguous() for name, value in rows.items()}
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
+    out = triton_kernels.run_rp(x, rows["qweight"], rows["qzeros"], rows["scales"], group_size, config)
+    assert out.shape == (m, n) and out.dtype == dtype
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
+    assert rel_error(out, exact_reference(x, t, group_size)[:, :n]) < tolerance
+
+
+@pytest.mark.parametrize("dtype", kernel_dtypes)
 @pytest.mark.parametrize("group_size", [32, 128])
 def test_rp_dequantize_is_exact_and_chunks_agree(dtype, group_size):
     t, r = repacked_tensors(2048, 264, group_size, dtype)
@@ -373,7 +398,8 @@ def test_pick_rp_config_uses_the_table_then_the_heuristic():
         for m in (1, 3, 16, 200, 5000):
             assert isinstance(triton_kernels.pick_rp_config(m, n, k, 128), RpConfig)
         assert triton_kernels.pick_rp_config(max(per_m), n, k, 128) == per_m[max(per_m)]
-    small = triton_kernels.heuristic_rp_config(1, 4096, 4096, 132)
+    assert triton_kernels.heuristic_rp_config(1, 4096, 4096, 132).kernel == "gemv"
+    small = triton_kernels.heuristic_rp_config(2, 4096, 4096, 132)
     assert small.kernel == "rp" and small.block_m == 16 and 1 <= small.split_k <= 16
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
 

@@ -465,6 +465,134 @@ def w4a16_rp_kernel(
 
 
 @triton.jit
+def _chunks(t):
+    """The eight `[...]` slices of a `[..., 8]` tensor along its last axis, in order."""
+    even, odd = tl.split(tl.reshape(t, t.shape[:-1] + (4, 2)))
+    e0, e1 = tl.split(tl.reshape(even, even.shape[:-1] + (2, 2)))
+    o0, o1 = tl.split(tl.reshape(odd, odd.shape[:-1] + (2, 2)))
+    c0, c4 = tl.split(e0)
+    c2, c6 = tl.split(e1)
+    c1, c5 = tl.split(o0)
+    c3, c7 = tl.split(o1)
+    return c0, c1, c2, c3, c4, c5, c6, c7
+
+
+@triton.jit
+def _per_chunk(t, GROUPS_PER_BLOCK: tl.constexpr):
+    """`[..., GROUPS_PER_BLOCK]` per-group values of a block -> the eight chunks' `[...]` values."""
+    shape: tl.constexpr = t.shape[:-1]
+    repeat: tl.constexpr = 8 // GROUPS_PER_BLOCK
+    wide = tl.broadcast_to(tl.expand_dims(t, -1), shape + (GROUPS_PER_BLOCK, repeat))
+    return _chunks(tl.reshape(wide, shape + (8,)))
+
+
+@triton.jit(do_not_specialize=["M", "split_k"])
+def w4a16_gemv_kernel(
+    x_ptr,
+    qweight_ptr,
+    zeros_ptr,
+    scales_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_om,
+    packed_k,
+    split_k,
+    MAGIC: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCKS_PER_STEP: tl.constexpr,
+    USE_PTX: tl.constexpr,
+    ATOMIC: tl.constexpr,
+):
+    """`out [M, N] (+)= x W` over vlq's layout without tensor cores, for a few tokens.
+
+    Why: at decode the time is the weight stream, and `w4a16_rp_kernel` pads the tokens to a
+    16-row dot and reads one 256-block per step. Here a step reads BLOCKS_PER_STEP blocks of
+    BLOCK_N rows (`[BLOCK_N, BLOCKS_PER_STEP, 32]` words, one contiguous run per row), and the
+    next step's words, scales, zeros and activations are loaded before this step's arithmetic,
+    so a program always has a step of loads in flight (Triton's pipeliner leaves loads that feed
+    no dot alone). Nibble r of the tile is the K slice `32 r ..` of each block, dequantized as
+    the rp kernel does (exact OFFSET subtraction, one rounding multiply by the scale: the weights
+    `dequantize_awq` gives) and multiplied into a `[BLOCK_M, BLOCK_N, BLOCKS_PER_STEP, 32]` fp32
+    accumulator elementwise; the K axes are summed once at the end.
+
+    Layout: every tensor carries the axes `[tokens, rows, blocks, words]` (plus a last axis of 8
+    chunks or of the block's groups), so all take the words' register layout, each thread
+    holding its words for every token. The words are loaded last in the loop body because
+    Triton resolves a layout conflict towards the last load, so the accumulator gets their
+    layout; the activations and scales are then converted once per step. A thread holds its
+    activations for all 8 chunks, `32 * BLOCK_M` floats per block it reads, so BLOCK_M above 4
+    spills. Blocks past the slice's end (K / 256 need not divide by BLOCKS_PER_STEP) get zero
+    scales and activations, so they add nothing.
+    """
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    GROUPS_PER_BLOCK: tl.constexpr = 256 // GROUP if GROUP < 256 else 1
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    tokens = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tokens[:, None, None, None]
+    offs_n = rows[None, :, None, None]
+    offs_b = tl.arange(0, BLOCKS_PER_STEP)[None, None, :, None]
+    offs_j = tl.arange(0, 32)[None, None, None, :]
+    offs_g = tl.arange(0, GROUPS_PER_BLOCK)[None, None, None, :]
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+
+    blocks = K // 256
+    per_split = tl.cdiv(blocks, split_k)
+    first = pid_k * per_split
+    last = tl.minimum(first + per_split, blocks)
+    w_ptrs = qweight_ptr + offs_n * packed_k + (first + offs_b) * 32 + offs_j
+    # activations as [tokens, 1, blocks, words, chunks]: element (j, r) is K position 256 b + 32 r + j
+    offs_r = tl.arange(0, 8)[None, None, None, None, :]
+    x_ptrs = x_ptr + (offs_m * stride_xm + (first + offs_b) * 256 + offs_j)[:, :, :, :, None] + offs_r * 32
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCKS_PER_STEP, 32), dtype=tl.float32)
+    # The first step's operands; the loop loads the next step's the same way, words last.
+    # Activations turn fp32 as loaded: splitting the chunks then moves whole registers (fp16 would
+    # be repacked pair by pair), and each thread converts only the elements it loaded.
+    in_slice = first + offs_b < last
+    x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(tl.float32)
+    groups = ((first + offs_b) * 256 + offs_g * GROUP) // GROUP
+    s, z = _group_vectors(scales_ptr, zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype)
+    words = tl.load(w_ptrs, mask=mask_n & in_slice, other=0)
+    for blk in range(first, last, BLOCKS_PER_STEP):
+        x_ptrs += 256 * BLOCKS_PER_STEP
+        w_ptrs += 32 * BLOCKS_PER_STEP
+        in_slice = blk + BLOCKS_PER_STEP + offs_b < last
+        next_x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(tl.float32)
+        groups = ((blk + BLOCKS_PER_STEP + offs_b) * 256 + offs_g * GROUP) // GROUP
+        next_s, next_z = _group_vectors(
+            scales_ptr, zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype
+        )
+        next_words = tl.load(w_ptrs, mask=mask_n & in_slice, other=0)
+
+        codes = _columns(words, MAGIC, dtype, USE_PTX)
+        xs = _chunks(x)
+        scales = _per_chunk(s, GROUPS_PER_BLOCK)
+        zeros = _per_chunk(z, GROUPS_PER_BLOCK)
+        for r in tl.static_range(8):
+            w = (codes[r] - zeros[r][:, :, :, None]) * scales[r][:, :, :, None]
+            acc += w.to(tl.float32) * xs[r]
+        x, s, z, words = next_x, next_s, next_z, next_words
+
+    total = tl.sum(tl.sum(acc, axis=3), axis=2)
+    out_ptrs = out_ptr + tokens[:, None] * stride_om + rows[None, :]
+    mask = (tokens < M)[:, None] & (rows < N)[None, :]
+    value = total.to(out_ptr.dtype.element_ty)
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
+    else:
+        tl.store(out_ptrs, value, mask=mask)
+
+
+@triton.jit
 def _rp_store(out_ptrs, codes, zoff, s, mask_n, R: tl.constexpr):
     tl.store(out_ptrs + R * 32, (codes - zoff[:, None]) * s[:, None], mask=mask_n[:, None])
 
@@ -729,9 +857,11 @@ class RpConfig:
     """One problem size over vlq's layout.
 
     `kernel` "rp": `w4a16_rp_kernel` with `block_m` tokens x `block_n` outputs per program and
-    `split_k` K slices (atomically added). "deq": dequantize `chunk_mb` MB of dense weight at a
-    time into one reused buffer and hand each chunk to cuBLAS (0: the whole weight at once); a
-    chunk that fits in L2 is written and read back there instead of in device memory.
+    `split_k` K slices (atomically added). "gemv": `w4a16_gemv_kernel`, the same tiling without
+    tensor cores, reading `blocks_per_step` 256-blocks of K per row and step. "deq": dequantize
+    `chunk_mb` MB of dense weight at a time into one reused buffer and hand each chunk to cuBLAS
+    (0: the whole weight at once); a chunk that fits in L2 is written and read back there instead
+    of in device memory.
     """
 
     kernel: str = "rp"
@@ -742,6 +872,7 @@ class RpConfig:
     num_stages: int = 3
     chunk_mb: int = 0
     use_ptx: bool = True
+    blocks_per_step: int = 4
 
 
 def _interpreted() -> bool:
@@ -758,7 +889,8 @@ def launch_rp(
     group_size: int,
     config: RpConfig,
 ) -> torch.Tensor:
-    """`x [M, K] @ W` over vlq's layout with one launch of `w4a16_rp_kernel` (plus a zero fill for split-K)."""
+    """`x [M, K] @ W` over vlq's layout with one launch of `w4a16_rp_kernel` or `w4a16_gemv_kernel`
+    (`config.kernel` "rp" or "gemv"), plus a zero fill for split-K."""
     m, k = x.shape
     n = qweight.shape[0]
     blocks = k // 256
@@ -770,8 +902,14 @@ def launch_rp(
         out = torch.zeros((m, n), dtype=x.dtype, device=x.device)
     else:  # bf16 partials add in fp32 (bf16 atomics would round each to 8 bits)
         out = torch.zeros((m, n), dtype=torch.float32, device=x.device)
-    grid = (triton.cdiv(n, config.block_n), split, triton.cdiv(m, config.block_m))
-    w4a16_rp_kernel[grid](
+    token_tiles, row_tiles = triton.cdiv(m, config.block_m), triton.cdiv(n, config.block_n)
+    if config.kernel == "gemv":
+        # token tiles vary fastest, so the programs reading one weight tile run together (L2 hits)
+        kernel, grid = w4a16_gemv_kernel, (token_tiles, row_tiles, split)
+        step = {"BLOCKS_PER_STEP": config.blocks_per_step}
+    else:
+        kernel, grid, step = w4a16_rp_kernel, (row_tiles, split, token_tiles), {}
+    kernel[grid](
         x,
         qweight,
         qzeros,
@@ -792,6 +930,7 @@ def launch_rp(
         ATOMIC=atomic,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        **step,
     )
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
@@ -868,6 +1007,8 @@ def run_rp(
     group_size: int,
     config: RpConfig,
 ) -> torch.Tensor:
+    """`x @ W` over vlq's layout as `config.kernel` says: "deq" dequantizes for cuBLAS, "rp" and
+    "gemv" run the fused kernels."""
     if config.kernel == "deq":
         return rp_dequant_matmul(x, qweight, qzeros, scales, group_size, config.chunk_mb)
     return launch_rp(x, qweight, qzeros, scales, group_size, config)
@@ -883,11 +1024,14 @@ def _pow2_at_least(value: float) -> int:
 def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
     """Settings for shapes the sweep did not see, read off its H100 results (2026-11-23).
 
-    Up to 64 tokens the time is the weight stream: 16 weight rows per warp won everywhere, and
+    One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step (third session's sweep). Up
+    to 64 tokens the time is the weight stream: 16 weight rows per warp won everywhere, and
     split-K pays until each program streams at most eight 256-blocks of K and the grid holds a
     few programs per SM. From 128 tokens the dot dominates; past 384, dequantize + cuBLAS.
     """
     blocks = k // 256
+    if m == 1:  # one token: the tensor-core-free kernel won on every swept shape
+        return RpConfig(kernel="gemv", block_m=1, block_n=8, blocks_per_step=4)
     if m <= 64:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         tiles = triton.cdiv(n, 64)
