@@ -62,12 +62,7 @@ from torch.utils.data import DataLoader, IterableDataset  # noqa: E402
 
 from vlq.calib.data import shipped_text_path  # noqa: E402
 from vlq.reference import MODEL_NAME  # noqa: E402
-from vlq.reference.data import (  # noqa: E402
-    TRAINING_WEIGHTS,
-    heldout_items,
-    training_example,
-    write_mmbench_tsv,
-)
+from vlq.reference.data import TRAINING_WEIGHTS, heldout_items, training_example, write_mmbench_tsv  # noqa: E402
 from vlq.reference.evaluate import chat_text, mcq_accuracy, normalize_images, perplexity  # noqa: E402
 from vlq.reference.scenes import GRID, IMAGE_SIZE, TARGET_CLASSES, patch_targets, render_batch  # noqa: E402
 from vlq.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, build_tokenizer  # noqa: E402
@@ -89,8 +84,8 @@ TINY_TEXT = dict(
 TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
 LM_CORPORA = ("wikitext2", "ptb")
 MONITOR_TOKENS = 16_384
-MAX_SUBJECTS = 2  # objects a question names (relation and compare questions name two)
 MONITOR_SEED, MONITOR_QUESTIONS = 7, 48
+MAX_SUBJECTS = 2  # objects a question names (relation and compare questions name two)
 
 
 def build_model(tokenizer, tiny: bool = False, max_positions: int = 2048, wide: bool = False):

@@ -34,7 +34,6 @@ POSITIONS = tuple(
     "center" if (r, c) == (1, 1) else f"{ROW_NAMES[r]} {COL_NAMES[c]}" for r in range(3) for c in range(3)
 )
 RELATIONS = ("to the left of", "to the right of", "above", "below")
-RELATION_QUESTION = "Is {} to the left of, to the right of, above or below {}?"
 PLURALS = {"cross": "crosses"}
 HINTS = {
     "shapes": (
@@ -191,7 +190,7 @@ def _relation(rng: random.Random, scene: Scene) -> Question | None:
             relation = RELATIONS[2] if a.row < b.row else RELATIONS[3]
         ref_a, ref_b = rng.choice(refs_a), rng.choice(refs_b)
         options, answer = _choices(rng, relation, RELATIONS)
-        text = RELATION_QUESTION.format(ref_a, ref_b)
+        text = f"Is {ref_a} to the left of, to the right of, above or below {ref_b}?"
         subjects = (_subject(ref_a, a), _subject(ref_b, b))
         return Question("relation", text, options, answer, "spatial_relationship", FP_C, subjects=subjects)
     return None
