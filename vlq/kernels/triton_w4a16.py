@@ -52,6 +52,24 @@ def _unpack_offset(packed, MAGIC: tl.constexpr, dtype: tl.constexpr):
 
 
 @triton.jit
+def _k_slice(steps, split_k, pid_k):
+    """This program's share `[first, last)` of `steps` K steps cut `split_k` ways."""
+    per_split = tl.cdiv(steps, split_k)
+    first = pid_k * per_split
+    return first, tl.minimum(first + per_split, steps)
+
+
+@triton.jit
+def _store(out_ptrs, acc, mask, ATOMIC: tl.constexpr):
+    """The result in the output's dtype: stored, or atomically added as one split-K partial."""
+    value = acc.to(out_ptrs.dtype.element_ty)
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
+    else:
+        tl.store(out_ptrs, value, mask=mask)
+
+
+@triton.jit
 def w4a16_gemm_kernel(
     x_ptr,
     qweight_ptr,
@@ -101,9 +119,7 @@ def w4a16_gemm_kernel(
     mask_pn = offs_pn < packed_n
 
     steps = K // BLOCK_K
-    steps_per_split = tl.cdiv(steps, split_k)
-    first = pid_k * steps_per_split
-    last = tl.minimum(first + steps_per_split, steps)
+    first, last = _k_slice(steps, split_k, pid_k)
 
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (first * BLOCK_K + offs_k)[None, :]
     w_ptrs = qweight_ptr + (first * BLOCK_K + offs_k)[:, None] * packed_n + offs_pn[None, :]
@@ -122,11 +138,7 @@ def w4a16_gemm_kernel(
         w_ptrs += BLOCK_K * packed_n
 
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    out_mask = mask_m[:, None] & mask_n[None, :]
-    if ATOMIC:
-        tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask, sem="relaxed")
-    else:
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    _store(out_ptrs, acc, mask_m[:, None] & mask_n[None, :], ATOMIC)
 
 
 # Inline PTX for the decode kernel: two AWQ words (rows k and k+1 of one packed column) in, the
@@ -219,11 +231,7 @@ def _column_dot(codes, zeros, scales_ptr, offs_pn, mask_pn, COLUMN: tl.constexpr
 
 @triton.jit
 def _store_column(out_ptrs, acc, mask, COLUMN: tl.constexpr, ATOMIC: tl.constexpr):
-    value = acc.to(out_ptrs.dtype.element_ty)
-    if ATOMIC:
-        tl.atomic_add(out_ptrs + COLUMN, value, mask=mask, sem="relaxed")
-    else:
-        tl.store(out_ptrs + COLUMN, value, mask=mask)
+    _store(out_ptrs + COLUMN, acc, mask, ATOMIC)
 
 
 @triton.jit
@@ -267,9 +275,7 @@ def w4a16_decode_kernel(
     mask_t = offs_t < M
 
     steps = K // BLOCK_K
-    steps_per_split = tl.cdiv(steps, split_k)
-    first = pid_k * steps_per_split
-    last = tl.minimum(first + steps_per_split, steps)
+    first, last = _k_slice(steps, split_k, pid_k)
     w_ptrs = qweight_ptr + (first * BLOCK_K + offs_k)[None, :] * packed_n + offs_pn[:, None]
     x_ptrs = x_ptr + offs_t[None, :] * stride_xm + (first * BLOCK_K + offs_k)[:, None]
     acc0 = tl.zeros((BLOCK_P, BLOCK_T), dtype=tl.float32)
@@ -411,9 +417,7 @@ def w4a16_rp_kernel(
     mask_m = offs_m < M
 
     blocks = K // 256
-    per_split = tl.cdiv(blocks, split_k)
-    first = pid_k * per_split
-    last = tl.minimum(first + per_split, blocks)
+    first, last = _k_slice(blocks, split_k, pid_k)
     w_ptrs = qweight_ptr + offs_n[:, None] * packed_k + (first * 32 + offs_j)[None, :]
     x_ptrs = x_ptr + offs_m[None, :] * stride_xm + (first * 256 + offs_j)[:, None]
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
@@ -456,12 +460,7 @@ def w4a16_rp_kernel(
         x_ptrs += 256
 
     out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
-    mask = mask_n[:, None] & mask_m[None, :]
-    value = acc.to(out_ptr.dtype.element_ty)
-    if ATOMIC:
-        tl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
-    else:
-        tl.store(out_ptrs, value, mask=mask)
+    _store(out_ptrs, acc, mask_n[:, None] & mask_m[None, :], ATOMIC)
 
 
 @triton.jit
@@ -545,9 +544,7 @@ def w4a16_gemv_kernel(
     mask_n = offs_n < N
 
     blocks = K // 256
-    per_split = tl.cdiv(blocks, split_k)
-    first = pid_k * per_split
-    last = tl.minimum(first + per_split, blocks)
+    first, last = _k_slice(blocks, split_k, pid_k)
     w_ptrs = qweight_ptr + offs_n * packed_k + (first + offs_b) * 32 + offs_j
     # activations as [tokens, 1, blocks, words, chunks]: element (j, r) is K position 256 b + 32 r + j
     offs_r = tl.arange(0, 8)[None, None, None, None, :]
@@ -584,12 +581,7 @@ def w4a16_gemv_kernel(
 
     total = tl.sum(tl.sum(acc, axis=3), axis=2)
     out_ptrs = out_ptr + tokens[:, None] * stride_om + rows[None, :]
-    mask = (tokens < M)[:, None] & (rows < N)[None, :]
-    value = total.to(out_ptr.dtype.element_ty)
-    if ATOMIC:
-        tl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
-    else:
-        tl.store(out_ptrs, value, mask=mask)
+    _store(out_ptrs, total, (tokens < M)[:, None] & (rows < N)[None, :], ATOMIC)
 
 
 @triton.jit
