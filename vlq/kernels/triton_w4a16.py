@@ -423,39 +423,14 @@ def w4a16_rp_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for blk in range(first, last):
         words = tl.load(w_ptrs, mask=mask_n[:, None], other=0)
-        c0, c1, c2, c3, c4, c5, c6, c7 = _columns(words, MAGIC, dtype, USE_PTX)
+        codes = _columns(words, MAGIC, dtype, USE_PTX)
         g = (blk * 256) // GROUP
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
-        acc = _rp_chunk(c0, z, s, x_ptrs, mask_m, acc, 0)
-        if GROUP <= 32:
-            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-        acc = _rp_chunk(c1, z, s, x_ptrs, mask_m, acc, 1)
-        if GROUP <= 64:
-            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-        acc = _rp_chunk(c2, z, s, x_ptrs, mask_m, acc, 2)
-        if GROUP <= 32:
-            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-        acc = _rp_chunk(c3, z, s, x_ptrs, mask_m, acc, 3)
-        if GROUP <= 128:
-            s, z = _group_vectors(
-                scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-            )
-        acc = _rp_chunk(c4, z, s, x_ptrs, mask_m, acc, 4)
-        if GROUP <= 32:
-            s, z = _group_vectors(
-                scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-            )
-        acc = _rp_chunk(c5, z, s, x_ptrs, mask_m, acc, 5)
-        if GROUP <= 64:
-            s, z = _group_vectors(
-                scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-            )
-        acc = _rp_chunk(c6, z, s, x_ptrs, mask_m, acc, 6)
-        if GROUP <= 32:
-            s, z = _group_vectors(
-                scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype
-            )
-        acc = _rp_chunk(c7, z, s, x_ptrs, mask_m, acc, 7)
+        for r in tl.static_range(8):
+            if (32 * r) % GROUP == 0:  # chunk r starts a group: its scales and zeros
+                s, z = _group_vectors(
+                    scales_ptr, zeros_ptr, g + 32 * r // GROUP, N, offs_n, mask_n, MAGIC, dtype
+                )
+            acc = _rp_chunk(codes[r], z, s, x_ptrs, mask_m, acc, r)
         w_ptrs += 32
         x_ptrs += 256
 
@@ -617,32 +592,13 @@ def rp_dequantize_kernel(
     words = tl.load(
         qweight_ptr + offs_n[:, None] * packed_k + (blk * 32 + offs_j)[None, :], mask=mask_n[:, None], other=0
     )
-    c0, c1, c2, c3, c4, c5, c6, c7 = _columns(words, MAGIC, dtype, USE_PTX)
+    codes = _columns(words, MAGIC, dtype, USE_PTX)
     g = (blk * 256) // GROUP
     out_ptrs = out_ptr + local_n[:, None] * K + (blk * 256 + offs_j)[None, :]
-    s, z = _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c0, z, s, mask_n, 0)
-    if GROUP <= 32:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c1, z, s, mask_n, 1)
-    if GROUP <= 64:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 64 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c2, z, s, mask_n, 2)
-    if GROUP <= 32:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 96 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c3, z, s, mask_n, 3)
-    if GROUP <= 128:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 128 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c4, z, s, mask_n, 4)
-    if GROUP <= 32:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 160 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c5, z, s, mask_n, 5)
-    if GROUP <= 64:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 192 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c6, z, s, mask_n, 6)
-    if GROUP <= 32:
-        s, z = _group_vectors(scales_ptr, zeros_ptr, g + 224 // GROUP, N, offs_n, mask_n, MAGIC, dtype)
-    _rp_store(out_ptrs, c7, z, s, mask_n, 7)
+    for r in tl.static_range(8):
+        if (32 * r) % GROUP == 0:  # chunk r starts a group: its scales and zeros
+            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 * r // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+        _rp_store(out_ptrs, codes[r], z, s, mask_n, r)
 
 
 # Bits of OFFSET (1024.0 in fp16, 128.0 in bf16) in both halves of an int32.
