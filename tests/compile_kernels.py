@@ -1,0 +1,89 @@
+"""Compile vlq's Triton kernels to Hopper (sm_90) machine code without a GPU; one line per variant.
+
+Run by `tests/test_kernels.py` in a subprocess without TRITON_INTERPRET (the interpreter replaces
+`@triton.jit` functions when the module is imported, so the compile needs a fresh interpreter).
+CI has no GPU: this is what checks that the CUDA path still builds (Triton front end, inline PTX,
+layouts, and Triton's bundled `ptxas`), for fp16 and bf16, plain stores and split-K atomics.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from vlq.kernels import triton_w4a16 as kernels
+
+HOPPER = GPUTarget("cuda", 90, 32)
+TRITON_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def signature(kernel, dtype: str, zeros: str, out: str) -> dict[str, str]:
+    """Argument types by name: activations and scales in `dtype`, the output in `out`, codes and ints int32."""
+    types = {}
+    for param in kernel.params:
+        if param.is_constexpr:
+            continue
+        name = param.name
+        if name == "qweight_ptr":
+            types[name] = "*i32"
+        elif name in ("zeros_ptr", "qzeros_ptr"):
+            types[name] = zeros
+        elif name == "out_ptr":
+            types[name] = f"*{out}"
+        elif name.endswith("_ptr"):
+            types[name] = f"*{dtype}"
+        else:
+            types[name] = "i32"
+    return types
+
+
+def compile_variant(kernel, torch_dtype, zeros: str, num_warps: int = 4, **constexprs) -> int:
+    """Compile one specialization for sm_90; the size of its cubin."""
+    constexprs = {"MAGIC": kernels._MAGIC[torch_dtype], **constexprs}
+    dtype = TRITON_DTYPES[torch_dtype]
+    # split-K partials of bf16 add into an fp32 buffer, as the launchers allocate it
+    out = "fp32" if constexprs.get("ATOMIC") and torch_dtype == torch.bfloat16 else dtype
+    types = signature(kernel, dtype, zeros, out)
+    types.update({name: "constexpr" for name in constexprs})
+    source = ASTSource(fn=kernel, signature=types, constexprs=constexprs)
+    compiled = triton.compile(source, target=HOPPER, options={"num_warps": num_warps, "num_stages": 3})
+    return len(compiled.asm["cubin"])
+
+
+def main() -> None:
+    for dtype in TRITON_DTYPES:
+        name = TRITON_DTYPES[dtype]
+        for atomic in (False, True):
+            variants = {
+                "rp": (kernels.w4a16_rp_kernel, "*u8", dict(GROUP=128, BLOCK_M=16, BLOCK_N=64, USE_PTX=True)),
+                "gemv": (
+                    kernels.w4a16_gemv_kernel,
+                    "*u8",
+                    dict(GROUP=64, BLOCK_M=2, BLOCK_N=16, BLOCKS_PER_STEP=2, USE_PTX=True),
+                ),
+                "tiled": (
+                    kernels.w4a16_gemm_kernel,
+                    "*i32",
+                    dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8),
+                ),
+                "decode": (
+                    kernels.w4a16_decode_kernel,
+                    "*i32",
+                    dict(BLOCK_T=16, BLOCK_P=8, BLOCK_K=64, USE_PTX=True),
+                ),
+            }
+            for label, (kernel, zeros, constexprs) in variants.items():
+                size = compile_variant(kernel, dtype, zeros, ATOMIC=atomic, **constexprs)
+                print(f"{label}-{name}-{'atomic' if atomic else 'store'} {size}", flush=True)
+        size = compile_variant(
+            kernels.rp_dequantize_kernel, dtype, "*u8", GROUP=32, BLOCK_N=32, USE_PTX=True
+        )
+        print(f"rp_dequantize-{name} {size}", flush=True)
+        size = compile_variant(kernels.awq_dequantize_kernel, dtype, "*i32", BLOCK_K=32, BLOCK_N=128)
+        print(f"awq_dequantize-{name} {size}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
