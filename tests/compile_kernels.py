@@ -1,9 +1,10 @@
-"""Compile vlq's Triton kernels to Hopper (sm_90) machine code without a GPU; one line per variant.
+"""Compile vlq's Triton kernels (w4a16 GEMM, KV cache) to Hopper (sm_90) code without a GPU.
 
 Run by `tests/test_kernels.py` in a subprocess without TRITON_INTERPRET (the interpreter replaces
 `@triton.jit` functions when the module is imported, so the compile needs a fresh interpreter).
 CI has no GPU: this is what checks that the CUDA path still builds (Triton front end, inline PTX,
 layouts, and Triton's bundled `ptxas`), for fp16 and bf16, plain stores and split-K atomics.
+Prints one line per variant: its name and the size of its cubin.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from vlq.kernels import triton_w4a16 as kernels
+from vlq.kv import triton_kv
+from vlq.kv.quant import MIN_SCALE, SCALE_DTYPE, max_code
 
 HOPPER = GPUTarget("cuda", 90, 32)
 TRITON_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+SCALE = TRITON_DTYPES[SCALE_DTYPE]  # the KV cache's scales and zeros
 
 
 def signature(kernel, dtype: str, zeros: str, out: str) -> dict[str, str]:
@@ -83,6 +87,24 @@ def main() -> None:
         print(f"rp_dequantize-{name} {size}", flush=True)
         size = compile_variant(kernels.awq_dequantize_kernel, dtype, "*i32", BLOCK_K=32, BLOCK_N=128)
         print(f"awq_dequantize-{name} {size}", flush=True)
+        for bits in (8, 4):
+            print(f"kv{bits}-{name} {compile_kv(dtype, bits)}", flush=True)
+
+
+def compile_kv(torch_dtype, bits: int, head_dim: int = 128) -> int:
+    """The fused KV-cache append + dequantize kernel for `bits`-bit codes and `torch_dtype` states."""
+    kernel = triton_kv._kv_append_dequant_kernel
+    dtype = TRITON_DTYPES[torch_dtype]
+    pointers = {"k_new": dtype, "v_new": dtype, "codes": "u8", "scales": SCALE, "zeros": SCALE, "out": dtype}
+    constexprs = dict(
+        BITS=bits, TOP=max_code(bits), HALF=head_dim // 2, HALF_P2=head_dim // 2, BLOCK_T=16, MIN_S=MIN_SCALE
+    )
+    types = {
+        p.name: f"*{pointers[p.name]}" if p.name in pointers else "constexpr" if p.is_constexpr else "i32"
+        for p in kernel.params
+    }
+    source = ASTSource(fn=kernel, signature=types, constexprs=constexprs)
+    return len(triton.compile(source, target=HOPPER, options={"num_warps": 4}).asm["cubin"])
 
 
 if __name__ == "__main__":

@@ -392,8 +392,8 @@ def test_rp_dequantize_is_exact_and_chunks_agree(dtype, group_size):
 
 
 def test_fused_kernels_compile_for_hopper(tmp_path):
-    """The CUDA path CI cannot run: every fused kernel builds to an sm_90 cubin (fp16 and bf16,
-    plain stores and split-K atomics) with Triton's bundled ptxas, no GPU needed."""
+    """The CUDA path CI cannot run: every Triton kernel (w4a16 and the KV cache's) builds to an sm_90
+    cubin (fp16 and bf16, plain stores and split-K atomics) with Triton's bundled ptxas, no GPU."""
     import subprocess
     import sys
     from pathlib import Path
@@ -411,7 +411,11 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
         for kernel in ("rp", "gemv", "tiled", "decode")
         for dtype in ("fp16", "bf16")
         for store in ("store", "atomic")
-    } | {f"{kernel}-{dtype}" for kernel in ("rp_dequantize", "awq_dequantize") for dtype in ("fp16", "bf16")}
+    } | {
+        f"{kernel}-{dtype}"
+        for kernel in ("rp_dequantize", "awq_dequantize", "kv8", "kv4")
+        for dtype in ("fp16", "bf16")
+    }
     assert set(built) == expected
     assert all(int(size) > 10_000 for size in built.values())
 
