@@ -336,38 +336,22 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
 @pytest.mark.parametrize(
     ("m", "k", "n", "config"),
     [
-        # one token, N not a multiple of BLOCK_N, one K slice
+        # rp: one token, N not a multiple of BLOCK_N, one K slice
         (1, 512, 40, RpConfig(block_m=16, block_n=32)),
-        # odd M over two token tiles, split-K 3 over 4 blocks (one slice gets one block)
+        # rp: odd M over two token tiles, split-K 3 over 4 blocks (one slice gets one block)
         (19, 1024, 72, RpConfig(block_m=16, block_n=16, split_k=3)),
-        # prefill-like tile, split-K 2
+        # rp: prefill-like tile, split-K 2
         (37, 768, 24, RpConfig(block_m=32, block_n=16, split_k=2)),
-    ],
-)
-def test_rp_kernel_matches_reference(dtype, group_size, m, k, n, config):
-    t, r = repacked_tensors(k, n, group_size, dtype, seed=m)
-    x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
-    config = RpConfig(**{**config.__dict__, "use_ptx": not INTERPRETED})
-    out = triton_kernels.launch_rp(x, r["qweight"], r["qzeros"], r["scales"], group_size, config)
-    assert out.shape == (m, n) and out.dtype == dtype
-    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
-    assert rel_error(out, exact_reference(x, t, group_size)) < tolerance
-
-
-@pytest.mark.parametrize("dtype", kernel_dtypes)
-@pytest.mark.parametrize("group_size", [32, 64, 128])
-@pytest.mark.parametrize(
-    ("m", "k", "n", "config"),
-    [
-        # one token, odd N over a partial row tile, 3 blocks in steps of 2 (the last step half empty)
+        # gemv: one token, odd N over a partial row tile, 3 blocks in steps of 2 (the last step half empty)
         (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2)),
-        # 3 tokens in a tile of 4, split-K 2 over 4 blocks: per slice one step of 4, half empty
+        # gemv: 3 tokens in a tile of 4, split-K 2 over 4 blocks: per slice one step of 4, half empty
         (3, 1024, 40, RpConfig(kernel="gemv", block_m=4, block_n=16, split_k=2)),
-        # 17 tokens over two token tiles, split-K 3 over 5 blocks (slices of 2, 2, 1)
+        # gemv: 17 tokens over two token tiles, split-K 3 over 5 blocks (slices of 2, 2, 1)
         (17, 1280, 24, RpConfig(kernel="gemv", block_m=16, block_n=8, split_k=3, blocks_per_step=1)),
     ],
 )
-def test_gemv_kernel_matches_reference(dtype, group_size, m, k, n, config):
+def test_fused_kernels_match_reference(dtype, group_size, m, k, n, config):
+    """`w4a16_rp_kernel` and `w4a16_gemv_kernel` over vlq's layout against the float64 reference."""
     t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=m)
     # the first n output rows (AutoAWQ packing needs N % 8 == 0; the vlq layout does not)
     rows = {"qweight": r["qweight"][:n], "qzeros": r["qzeros"][:, :n], "scales": r["scales"][:, :n]}
