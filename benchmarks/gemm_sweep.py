@@ -2,10 +2,11 @@
 
 python benchmarks/gemm_sweep.py [--shapes 4096x4096,...] [--m 1,2,...] [--budget 200] [--json-out F]
 
-Candidates: `w4a16_rp_kernel` tiles and split-K over vlq's layout (tokens <= 256),
-`w4a16_gemv_kernel` (CUDA-core FMAs, several 256-blocks per step) for tokens <= 16, chunked
-dequantize + cuBLAS over vlq's layout (tokens >= 128), and the AWQ-layout dispatch that shipped
-before (`current`). Every candidate is checked against a float32 reference before it is timed.
+Candidates: `w4a16_rp_kernel` tiles, pipeline stages and split-K over vlq's layout (tokens
+<= 1024; dequantized or, up to 64 tokens, folded), `w4a16_gemv_kernel` (CUDA-core FMAs, several
+256-blocks per step, fp32 or fp16 partial sums) for tokens <= 16, chunked dequantize + cuBLAS
+over vlq's layout (tokens >= 128), and the AWQ-layout dispatch that shipped before (`current`).
+Every candidate is checked against a float32 reference before it is timed.
 Times: one CUDA graph of many calls, rotating over enough weight copies that none is found in
 L2, replayed 3 times; the median replay over the call count. Kernels compile first in a pool of
 processes (Triton's disk cache then serves the timing process). Dev tool for `pick_rp_config`.
@@ -31,13 +32,17 @@ L2_BYTES = 50 * 2**20
 
 
 def rp_decode_candidates():
+    """`w4a16_rp_kernel` for up to 16 tokens: weight-row tiles and split-K, dequantized or folded."""
     from vlq.kernels.triton_w4a16 import RpConfig
 
     out = []
-    for bn, warps in ((16, 1), (32, 2), (64, 4), (128, 8)):
-        for stages in (3, 4):
-            for split in (1, 2, 4, 8, 16):
-                out.append(RpConfig(block_m=16, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
+    for fold in (False, True):
+        for bn, warps in ((16, 1), (32, 2), (64, 4), (128, 8)):
+            for stages in (3, 4):
+                for split in (1, 2, 4, 8, 16):
+                    out.append(
+                        RpConfig(block_m=16, block_n=bn, split_k=split, num_warps=warps, num_stages=stages, fold=fold)
+                    )
     return out
 
 
@@ -67,9 +72,11 @@ def gemv_candidates(m):
             blocks_per_step=steps,
             split_k=split,
             num_warps=warps,
+            half_sums=half,
         )
         for bn, steps, warps in GEMV_TILES[block_m]
         for split in (1, 2, 4)
+        for half in (False, True)
     ]
 
 
@@ -81,12 +88,14 @@ def prefill_candidates(m):
     from vlq.kernels.triton_w4a16 import RpConfig
 
     out = []
-    if m <= 256:
-        for bm, bn, warps in ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 4), (128, 128, 8)):
-            if bm > 2 * m or (m >= 128 and bm < 64):
-                continue
+    for bm, bn, warps in ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 4), (128, 128, 8)):
+        if bm > 2 * m or (m >= 128 and bm < 64) or m > 1024:
+            continue
+        for stages in (2, 3):
             for split in (1, 2) if m >= 128 else (1, 2, 4):
-                out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps))
+                out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
+    if m <= 64:
+        out += [RpConfig(block_m=bm, block_n=64, split_k=split, fold=True) for bm in (32, 64) if bm <= 2 * m for split in (1, 2, 4)]
     if m >= 128:
         for chunk in (0, 8, 16, 24, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))
@@ -106,8 +115,8 @@ def describe(cfg):
         return f"deq chunk{cfg.chunk_mb}"
     tile = f"{cfg.block_m}x{cfg.block_n} s{cfg.split_k} w{cfg.num_warps}"
     if cfg.kernel == "gemv":
-        return f"gemv {tile} b{cfg.blocks_per_step}"
-    return f"rp {tile} st{cfg.num_stages}"
+        return f"gemv {tile} b{cfg.blocks_per_step}{' h' if cfg.half_sums else ''}"
+    return f"rp {tile} st{cfg.num_stages}{' fold' if cfg.fold else ''}"
 
 
 def _rand_awq(k, n, dtype, device, group=GROUP):
@@ -249,7 +258,10 @@ def main() -> int:
     checks = [
         RpConfig(block_m=16, block_n=64, split_k=2),
         RpConfig(kernel="gemv", block_m=4, block_n=16, split_k=2, blocks_per_step=2),
+        RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2, half_sums=True),
         RpConfig(block_m=64, block_n=128),
+        RpConfig(block_m=16, block_n=64, split_k=2, fold=True),
+        RpConfig(block_m=128, block_n=128, num_warps=8, num_stages=2),
         RpConfig(kernel="deq"),
     ]
     for dtype in (torch.float16, torch.bfloat16):

@@ -61,11 +61,16 @@ def main() -> None:
         name = TRITON_DTYPES[dtype]
         for atomic in (False, True):
             variants = {
-                "rp": (kernels.w4a16_rp_kernel, "*u8", dict(GROUP=128, BLOCK_M=16, BLOCK_N=64, USE_PTX=True)),
+                "rp": (kernels.w4a16_rp_kernel, "*u8", dict(GROUP=128, BLOCK_M=16, BLOCK_N=64, FOLD=False, USE_PTX=True)),
+                "rp_fold": (
+                    kernels.w4a16_rp_kernel,
+                    "*u8",
+                    dict(GROUP=64, BLOCK_M=16, BLOCK_N=64, FOLD=True, USE_PTX=True),
+                ),
                 "gemv": (
                     kernels.w4a16_gemv_kernel,
                     "*u8",
-                    dict(GROUP=64, BLOCK_M=2, BLOCK_N=16, BLOCKS_PER_STEP=2, USE_PTX=True),
+                    dict(GROUP=64, BLOCK_M=2, BLOCK_N=16, BLOCKS_PER_STEP=2, HALF_SUMS=True, USE_PTX=True),
                 ),
                 "tiled": (
                     kernels.w4a16_gemm_kernel,

@@ -332,7 +332,7 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
 
 
 @pytest.mark.parametrize("dtype", kernel_dtypes)
-@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("group_size", [32, 64, 128, 256])
 @pytest.mark.parametrize(
     ("m", "k", "n", "config"),
     [
@@ -342,8 +342,12 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
         (19, 1024, 72, RpConfig(block_m=16, block_n=16, split_k=3)),
         # rp: prefill-like tile, split-K 2
         (37, 768, 24, RpConfig(block_m=32, block_n=16, split_k=2)),
+        # rp folded (zero and scale after the dot): one token, then odd M with split-K 3
+        (1, 512, 40, RpConfig(block_m=16, block_n=32, fold=True)),
+        (19, 1024, 72, RpConfig(block_m=16, block_n=16, split_k=3, fold=True)),
         # gemv: one token, odd N over a partial row tile, 3 blocks in steps of 2 (the last step half empty)
         (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2)),
+        (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2, half_sums=True)),
         # gemv: 3 tokens in a tile of 4, split-K 2 over 4 blocks: per slice one step of 4, half empty
         (3, 1024, 40, RpConfig(kernel="gemv", block_m=4, block_n=16, split_k=2)),
         # gemv: 17 tokens over two token tiles, split-K 3 over 5 blocks (slices of 2, 2, 1)
@@ -392,7 +396,7 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
     built = dict(line.split() for line in result.stdout.splitlines())
     expected = {
         f"{kernel}-{dtype}-{store}"
-        for kernel in ("rp", "gemv", "tiled", "decode")
+        for kernel in ("rp", "rp_fold", "gemv", "tiled", "decode")
         for dtype in ("fp16", "bf16")
         for store in ("store", "atomic")
     } | {
@@ -411,9 +415,11 @@ def test_pick_rp_config_uses_the_table_then_the_heuristic():
         for m in (1, 3, 16, 200, 5000):
             assert isinstance(triton_kernels.pick_rp_config(m, n, k, 128), RpConfig)
         assert triton_kernels.pick_rp_config(max(per_m), n, k, 128) == per_m[max(per_m)]
-    assert triton_kernels.heuristic_rp_config(1, 4096, 4096, 132).kernel == "gemv"
+    one = triton_kernels.heuristic_rp_config(1, 4096, 4096, 132)
+    assert one.kernel == "gemv" and one.half_sums
     small = triton_kernels.heuristic_rp_config(2, 4096, 4096, 132)
-    assert small.kernel == "rp" and small.block_m == 16 and 1 <= small.split_k <= 16
+    assert small.kernel == "rp" and small.block_m == 16 and small.fold and 1 <= small.split_k <= 16
+    assert not triton_kernels.heuristic_rp_config(64, 4096, 4096, 132).fold
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
 
 

@@ -211,7 +211,9 @@ def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.devic
             return "dequant+cuBLAS" + (f" {c.chunk_mb}MB chunks" if c.chunk_mb else "")
         split = f" split{c.split_k}" if c.split_k > 1 else ""
         blocks = f" b{c.blocks_per_step}" if c.kernel == "gemv" else ""
-        return f"{c.kernel} {c.block_m}x{c.block_n}{split} w{c.num_warps}{blocks}"
+        sums = " fp16-sums" if c.kernel == "gemv" and c.half_sums else ""
+        fold = " folded" if c.kernel == "rp" and c.fold else ""
+        return f"{c.kernel} {c.block_m}x{c.block_n}{split} w{c.num_warps}{blocks}{sums}{fold}"
     config = pick_config(m, n, k, group_size, sm_count(device.index or 0))
     if config is None:
         return "dequant+cuBLAS"

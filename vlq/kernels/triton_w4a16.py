@@ -1,5 +1,14 @@
-"""Triton kernels for w4a16 over AutoAWQ GEMM tensors, read in place (no repacking).
+"""Triton kernels for w4a16.
 
+Over vlq's load-time layout (`vlq.kernels.repack`), what `AwqLinear` runs:
+- `w4a16_gemv_kernel`: one token (CUDA-core FMAs, several 256-blocks of K in flight per program).
+- `w4a16_rp_kernel`: 2 to 384 tokens (tensor cores; one dot per 256-block of K, or per group
+  when folded).
+- `rp_dequantize_kernel`: the dense weight, chunk by chunk, for cuBLAS at many tokens.
+Settings per problem size: `pick_rp_config` (the sweep's table `vlq.kernels.tuned`, else
+`heuristic_rp_config`).
+
+Over AutoAWQ GEMM tensors read in place (no repacking), the path before the repack:
 - `w4a16_gemm_kernel` (tiled): a program owns a `[BLOCK_M, BLOCK_N]` output tile and a
   contiguous slice of K (split-K when the grid would otherwise leave SMs idle); each K step
   unpacks `[BLOCK_K, BLOCK_N / 8]` int32 words, dequantizes them in registers and feeds a
@@ -361,20 +370,54 @@ def _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC: tl.conste
     """Scale and `OFFSET + zero` of group `g` for the rows `offs_n` (vlq layout: `[G, N]` each)."""
     s = tl.load(scales_ptr + g * N + offs_n, mask=mask_n, other=0.0)
     z = tl.load(zeros_ptr + g * N + offs_n, mask=mask_n, other=0)
-    zoff = (z.to(tl.int16) | (MAGIC & 0xFFFF)).to(dtype, bitcast=True)
-    return s, zoff
+    return s, _zero_offset(z, MAGIC, dtype)
 
 
 @triton.jit
-def _rp_chunk(codes, zoff, s, x_ptrs, mask_m, acc, R: tl.constexpr):
-    """acc[n, m] += sum over chunk R of the block: ((OFFSET + q) - (OFFSET + z)) * s * x.
+def _zero_offset(z, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """uint8 zero codes -> `OFFSET + z` in dtype, the same magic-number trick as the weight codes."""
+    return (z.to(tl.int16) | (MAGIC & 0xFFFF)).to(dtype, bitcast=True)
 
-    The subtraction is exact and the one multiply rounds as the torch reference does, so the dot
-    sees the very weights `dequantize_awq` gives.
-    """
-    w = (codes - zoff[:, None]) * s[:, None]
-    x = tl.load(x_ptrs + R * 32, mask=mask_m[None, :], other=0.0)
-    return tl.dot(w, x, acc)
+
+@triton.jit
+def _block_vectors(scales_ptr, zeros_ptr, blk, last, N, offs_n, mask_n, GROUP: tl.constexpr):
+    """Scales and zero codes of the groups of 256-block `blk`, `[BLOCK_N, groups per block]` each,
+    as loaded (zero scales from `last` on, so a prefetch past the slice reads nothing)."""
+    GROUPS_PER_BLOCK: tl.constexpr = 256 // GROUP if GROUP < 256 else 1
+    groups = (blk * 256 + tl.arange(0, GROUPS_PER_BLOCK) * GROUP) // GROUP
+    offsets = groups[None, :] * N + offs_n[:, None]
+    valid = mask_n[:, None] & (offs_n[:, None] * 0 + blk < last)
+    return tl.load(scales_ptr + offsets, mask=valid, other=0.0), tl.load(zeros_ptr + offsets, mask=valid, other=0)
+
+
+@triton.jit
+def _cat(a, b):
+    """`[rows, W]` tiles a, b -> `[rows, 2W]`: a's columns, then b's (a register relabelling, no moves)."""
+    t = tl.permute(tl.join(a, b), 0, 2, 1)
+    return tl.reshape(t, (t.shape[0], t.shape[1] * t.shape[2]))
+
+
+@triton.jit
+def _cat4(t, FIRST: tl.constexpr):
+    return _cat(_cat(t[FIRST], t[FIRST + 1]), _cat(t[FIRST + 2], t[FIRST + 3]))
+
+
+@triton.jit
+def _dequant(codes, zoff, s):
+    """((OFFSET + q) - (OFFSET + z)) * s: the subtraction is exact and the one multiply rounds as the
+    torch reference does, so the dot sees the very weights `dequantize_awq` gives."""
+    return (codes - zoff[:, None]) * s[:, None]
+
+
+@triton.jit
+def _group_dot(codes, s, zoff, x_rows, mask_m, acc, FIRST_K: tl.constexpr, WIDTH: tl.constexpr):
+    """acc += s * (codes @ x - (OFFSET + z) * sum(x)) over the block's K columns FIRST_K .. + WIDTH,
+    which share one group: `(OFFSET + q) @ x - (OFFSET + z) sum(x)` is `(q - z) @ x`, so the zero
+    and scale cost an op per output instead of one per weight."""
+    x = tl.load(x_rows + FIRST_K + tl.arange(0, WIDTH)[None, :], mask=mask_m[:, None], other=0.0)
+    partial = tl.dot(codes, tl.trans(x))
+    x_sum = tl.sum(x.to(tl.float32), axis=1)
+    return acc + (partial - zoff.to(tl.float32)[:, None] * x_sum[None, :]) * s.to(tl.float32)[:, None]
 
 
 @triton.jit(do_not_specialize=["M", "split_k"])
@@ -395,18 +438,26 @@ def w4a16_rp_kernel(
     GROUP: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    FOLD: tl.constexpr,
     USE_PTX: tl.constexpr,
     ATOMIC: tl.constexpr,
 ):
     """`out^T [N, M] (+)= W^T x^T` over vlq's layout (`vlq.kernels.repack`), one K slice per program.
 
-    Why transposed: the dequantized weight is the dot's left operand, which the tensor cores take
-    from registers, so only the small activation tile goes through shared memory. Each step reads
-    one 256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); nibble r
-    of the tile is the K slice `32 r ..` of the block, so the eight dots all add into one
-    accumulator with no shuffle. `packed_k` is K / 8 (passed so Triton sees its divisibility).
+    Why transposed: the weight is the dot's left operand, which the tensor cores take from
+    registers, so only the small activation tile goes through shared memory. Each step reads one
+    256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); nibble r of
+    the tile is the K slice `32 r ..` of the block, and the eight `[BLOCK_N, 32]` chunks are put
+    side by side into one `[BLOCK_N, 256]` operand by register relabelling only, so a step is one
+    long dot that the tensor cores run while the next block is unpacked. The scales and zeros of
+    the next block are loaded a step ahead (Triton pipelines only the words and activations).
+    FOLD: the dot takes the raw `OFFSET + q` codes, one dot per group, and the zero and scale are
+    applied to its `[BLOCK_N, BLOCK_M]` result (`_group_dot`): fewer instructions per weight,
+    which pays when the tile has few tokens. `packed_k` is K / 8 (passed so Triton sees its
+    divisibility).
     """
     dtype: tl.constexpr = x_ptr.dtype.element_ty
+    GROUPS_PER_BLOCK: tl.constexpr = 256 // GROUP if GROUP < 256 else 1
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -419,20 +470,42 @@ def w4a16_rp_kernel(
     blocks = K // 256
     first, last = _k_slice(blocks, split_k, pid_k)
     w_ptrs = qweight_ptr + offs_n[:, None] * packed_k + (first * 32 + offs_j)[None, :]
-    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + (first * 256 + offs_j)[:, None]
+    x_rows = x_ptr + offs_m[:, None] * stride_xm + first * 256
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    s, z = _block_vectors(scales_ptr, zeros_ptr, first, last, N, offs_n, mask_n, GROUP)
     for blk in range(first, last):
-        words = tl.load(w_ptrs, mask=mask_n[:, None], other=0)
-        codes = _columns(words, MAGIC, dtype, USE_PTX)
-        g = (blk * 256) // GROUP
-        for r in tl.static_range(8):
-            if (32 * r) % GROUP == 0:  # chunk r starts a group: its scales and zeros
-                s, z = _group_vectors(
-                    scales_ptr, zeros_ptr, g + 32 * r // GROUP, N, offs_n, mask_n, MAGIC, dtype
-                )
-            acc = _rp_chunk(codes[r], z, s, x_ptrs, mask_m, acc, r)
+        next_s, next_z = _block_vectors(scales_ptr, zeros_ptr, blk + 1, last, N, offs_n, mask_n, GROUP)
+        codes = _columns(tl.load(w_ptrs, mask=mask_n[:, None], other=0), MAGIC, dtype, USE_PTX)
+        # per chunk r: its group's scale and OFFSET + zero, `[BLOCK_N]` each
+        ss = _per_chunk(s, GROUPS_PER_BLOCK)
+        zz = _per_chunk(_zero_offset(z, MAGIC, dtype), GROUPS_PER_BLOCK)
+        if not FOLD:
+            w0 = _dequant(codes[0], zz[0], ss[0])
+            w1 = _dequant(codes[1], zz[1], ss[1])
+            w2 = _dequant(codes[2], zz[2], ss[2])
+            w3 = _dequant(codes[3], zz[3], ss[3])
+            w4 = _dequant(codes[4], zz[4], ss[4])
+            w5 = _dequant(codes[5], zz[5], ss[5])
+            w6 = _dequant(codes[6], zz[6], ss[6])
+            w7 = _dequant(codes[7], zz[7], ss[7])
+            w = _cat(_cat(_cat(w0, w1), _cat(w2, w3)), _cat(_cat(w4, w5), _cat(w6, w7)))
+            x = tl.load(x_rows + tl.arange(0, 256)[None, :], mask=mask_m[:, None], other=0.0)
+            acc = tl.dot(w, tl.trans(x), acc)
+        elif GROUP == 32:
+            for r in tl.static_range(8):
+                acc = _group_dot(codes[r], ss[r], zz[r], x_rows, mask_m, acc, 32 * r, 32)
+        elif GROUP == 64:
+            for g in tl.static_range(4):
+                pair = _cat(codes[2 * g], codes[2 * g + 1])
+                acc = _group_dot(pair, ss[2 * g], zz[2 * g], x_rows, mask_m, acc, 64 * g, 64)
+        elif GROUP == 128:
+            for g in tl.static_range(2):
+                acc = _group_dot(_cat4(codes, 4 * g), ss[4 * g], zz[4 * g], x_rows, mask_m, acc, 128 * g, 128)
+        else:  # one group covers the block
+            acc = _group_dot(_cat(_cat4(codes, 0), _cat4(codes, 4)), ss[0], zz[0], x_rows, mask_m, acc, 0, 256)
+        s, z = next_s, next_z
         w_ptrs += 32
-        x_ptrs += 256
+        x_rows += 256
 
     out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
     _store(out_ptrs, acc, mask_n[:, None] & mask_m[None, :], ATOMIC)
@@ -479,6 +552,7 @@ def w4a16_gemv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCKS_PER_STEP: tl.constexpr,
+    HALF_SUMS: tl.constexpr,
     USE_PTX: tl.constexpr,
     ATOMIC: tl.constexpr,
 ):
@@ -492,7 +566,9 @@ def w4a16_gemv_kernel(
     no dot alone). Nibble r of the tile is the K slice `32 r ..` of each block, dequantized as
     the rp kernel does (exact OFFSET subtraction, one rounding multiply by the scale: the weights
     `dequantize_awq` gives) and multiplied into a `[BLOCK_M, BLOCK_N, BLOCKS_PER_STEP, 32]` fp32
-    accumulator elementwise; the K axes are summed once at the end.
+    accumulator elementwise; the K axes are summed once at the end. HALF_SUMS: the eight chunk
+    products of a word are added in the activations' dtype (paired half FMAs) and only their sum
+    is widened into the accumulator, which saves a conversion and an FMA per weight.
 
     Layout: every tensor carries the axes `[tokens, rows, blocks, words]` (plus a last axis of 8
     chunks or of the block's groups), so all take the words' register layout, each thread
@@ -526,11 +602,12 @@ def w4a16_gemv_kernel(
     x_ptrs = x_ptr + (offs_m * stride_xm + (first + offs_b) * 256 + offs_j)[:, :, :, :, None] + offs_r * 32
 
     acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCKS_PER_STEP, 32), dtype=tl.float32)
+    x_dtype: tl.constexpr = dtype if HALF_SUMS else tl.float32
     # The first step's operands; the loop loads the next step's the same way, words last.
-    # Activations turn fp32 as loaded: splitting the chunks then moves whole registers (fp16 would
+    # Activations (fp32 sums) turn fp32 as loaded: splitting the chunks then moves whole registers (fp16 would
     # be repacked pair by pair), and each thread converts only the elements it loaded.
     in_slice = first + offs_b < last
-    x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(tl.float32)
+    x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(x_dtype)
     groups = ((first + offs_b) * 256 + offs_g * GROUP) // GROUP
     s, z = _group_vectors(scales_ptr, zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype)
     words = tl.load(w_ptrs, mask=mask_n & in_slice, other=0)
@@ -538,7 +615,7 @@ def w4a16_gemv_kernel(
         x_ptrs += 256 * BLOCKS_PER_STEP
         w_ptrs += 32 * BLOCKS_PER_STEP
         in_slice = blk + BLOCKS_PER_STEP + offs_b < last
-        next_x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(tl.float32)
+        next_x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(x_dtype)
         groups = ((blk + BLOCKS_PER_STEP + offs_b) * 256 + offs_g * GROUP) // GROUP
         next_s, next_z = _group_vectors(
             scales_ptr, zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype
@@ -549,9 +626,16 @@ def w4a16_gemv_kernel(
         xs = _chunks(x)
         scales = _per_chunk(s, GROUPS_PER_BLOCK)
         zeros = _per_chunk(z, GROUPS_PER_BLOCK)
-        for r in tl.static_range(8):
-            w = (codes[r] - zeros[r][:, :, :, None]) * scales[r][:, :, :, None]
-            acc += w.to(tl.float32) * xs[r]
+        if HALF_SUMS:
+            part = tl.zeros((BLOCK_M, BLOCK_N, BLOCKS_PER_STEP, 32), dtype=dtype)
+            for r in tl.static_range(8):
+                w = (codes[r] - zeros[r][:, :, :, None]) * scales[r][:, :, :, None]
+                part += w * xs[r]
+            acc += part.to(tl.float32)
+        else:
+            for r in tl.static_range(8):
+                w = (codes[r] - zeros[r][:, :, :, None]) * scales[r][:, :, :, None]
+                acc += w.to(tl.float32) * xs[r]
         x, s, z, words = next_x, next_s, next_z, next_words
 
     total = tl.sum(tl.sum(acc, axis=3), axis=2)
@@ -806,7 +890,11 @@ class RpConfig:
 
     `kernel` "rp": `w4a16_rp_kernel` with `block_m` tokens x `block_n` outputs per program and
     `split_k` K slices (atomically added). "gemv": `w4a16_gemv_kernel`, the same tiling without
-    tensor cores, reading `blocks_per_step` 256-blocks of K per row and step. "deq": dequantize
+    tensor cores, reading `blocks_per_step` 256-blocks of K per row and step; `half_sums` adds the
+    eight products of a word in fp16 before the fp32 accumulator (fp16 activations only: fewer
+    instructions per weight; relative error about 5e-4 against 2e-4 with fp32 sums, measured on
+    random weights). `fold` (rp): zero and scale applied after a per-group dot of the raw codes.
+    "deq": dequantize
     `chunk_mb` MB of dense weight at a time into one reused buffer and hand each chunk to cuBLAS
     (0: the whole weight at once); a chunk that fits in L2 is written and read back there instead
     of in device memory.
@@ -821,6 +909,8 @@ class RpConfig:
     chunk_mb: int = 0
     use_ptx: bool = True
     blocks_per_step: int = 4
+    half_sums: bool = False
+    fold: bool = False
 
 
 def _interpreted() -> bool:
@@ -854,9 +944,12 @@ def launch_rp(
     if config.kernel == "gemv":
         # token tiles vary fastest, so the programs reading one weight tile run together (L2 hits)
         kernel, grid = w4a16_gemv_kernel, (token_tiles, row_tiles, split)
-        step = {"BLOCKS_PER_STEP": config.blocks_per_step}
+        step = {"BLOCKS_PER_STEP": config.blocks_per_step, "HALF_SUMS": config.half_sums and x.dtype == torch.float16}
     else:
-        kernel, grid, step = w4a16_rp_kernel, (row_tiles, split, token_tiles), {}
+        kernel, grid, step = w4a16_rp_kernel, (row_tiles, split, token_tiles), {"FOLD": config.fold}
+    stages = config.num_stages
+    if group_size >= 256 and config.block_m * config.block_n >= 128 * 128:
+        stages = min(stages, 2)  # sm_90 compile: 3 stages of a 128x128 tile need 256 KB of shared memory here
     kernel[grid](
         x,
         qweight,
@@ -877,7 +970,7 @@ def launch_rp(
         USE_PTX=config.use_ptx and not _interpreted(),
         ATOMIC=atomic,
         num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        num_stages=stages,
         **step,
     )
     return out if out.dtype == x.dtype else out.to(x.dtype)
@@ -970,25 +1063,26 @@ def _pow2_at_least(value: float) -> int:
 
 
 def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
-    """Settings for shapes the sweep did not see, read off its H100 results (2026-11-23).
+    """Settings for shapes the sweep did not see, read off its H100 results (2026-11-23, fourth sweep).
 
-    One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step (third session's sweep). Up
-    to 64 tokens the time is the weight stream: 16 weight rows per warp won everywhere, and
-    split-K pays until each program streams at most eight 256-blocks of K and the grid holds a
-    few programs per SM. From 128 tokens the dot dominates; past 384, dequantize + cuBLAS.
+    One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step, fp16 partial sums. Up to 64
+    tokens the time is the weight stream: 64 weight rows per program won everywhere, folded
+    (zero and scale after the dot) up to 16 tokens, with split-K until each program streams at
+    most sixteen 256-blocks of K and the grid holds about 1.5 programs per SM. From 128 tokens
+    the dot dominates; past 384, dequantize + cuBLAS.
     """
     blocks = k // 256
-    if m == 1:  # one token: the tensor-core-free kernel won on every swept shape
-        return RpConfig(kernel="gemv", block_m=1, block_n=8, blocks_per_step=4)
+    if m == 1:
+        return RpConfig(kernel="gemv", block_m=1, block_n=8, blocks_per_step=4, half_sums=True)
     if m <= 64:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         tiles = triton.cdiv(n, 64)
-        split = max(_pow2_at_least(blocks / 8), _pow2_at_least(3 * sms / tiles))
-        return RpConfig(block_m=block_m, block_n=64, split_k=min(split, 16, blocks), num_stages=3)
+        split = max(_pow2_at_least(blocks / 16), _pow2_at_least(1.5 * sms / tiles))
+        return RpConfig(block_m=block_m, block_n=64, split_k=min(split, 16, blocks), fold=m <= 16)
     if m <= 128:
         if n >= 8192:
             return RpConfig(block_m=128, block_n=128, num_warps=8)
-        return RpConfig(block_m=64, block_n=64, split_k=min(2, blocks))
+        return RpConfig(block_m=128, block_n=64, split_k=min(2, blocks))
     if m <= 384:
         return RpConfig(block_m=128, block_n=128, split_k=min(2, blocks), num_warps=8)
     return RpConfig(kernel="deq")
