@@ -39,7 +39,7 @@ def rp_decode_candidates():
     for fold in (False, True):
         for bn, warps in ((16, 1), (32, 2), (64, 4), (128, 8)):
             for stages in (3, 4):
-                for split in (1, 2, 4, 8, 16):
+                for split in (1, 2, 3, 4, 6, 8, 16) if bn >= 64 else (1, 2, 4, 8, 16):
                     out.append(
                         RpConfig(block_m=16, block_n=bn, split_k=split, num_warps=warps, num_stages=stages, fold=fold)
                     )
@@ -92,7 +92,7 @@ def prefill_candidates(m):
         if bm > 2 * m or (m >= 128 and bm < 64) or m > 1024:
             continue
         for stages in (2, 3):
-            for split in (1, 2) if m >= 128 else (1, 2, 4):
+            for split in (1, 2, 3) if m >= 128 else (1, 2, 3, 4):
                 out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
     if m <= 64:
         out += [RpConfig(block_m=bm, block_n=64, split_k=split, fold=True) for bm in (32, 64) if bm <= 2 * m for split in (1, 2, 4)]
