@@ -3,7 +3,7 @@
 python benchmarks/gemm_sweep.py [--shapes 4096x4096,...] [--m 1,2,...] [--budget 200] [--json-out F]
 
 Candidates: `w4a16_rp_kernel` tiles, pipeline stages and split-K over vlq's layout (tokens
-<= 1024; dequantized or, up to 64 tokens, folded), `w4a16_gemv_kernel` (CUDA-core FMAs, several
+<= 1024; dequantized, or folded: zero off the codes, scale after the dot), `w4a16_gemv_kernel` (CUDA-core FMAs, several
 256-blocks per step, fp32 or fp16 partial sums) for tokens <= 16, chunked dequantize + cuBLAS
 over vlq's layout (tokens >= 128), and the AWQ-layout dispatch that shipped before (`current`).
 Every candidate is checked against a float32 reference before it is timed.
@@ -94,8 +94,11 @@ def prefill_candidates(m):
         for stages in (2, 3):
             for split in (1, 2, 3) if m >= 128 else (1, 2, 3, 4):
                 out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
-    if m <= 64:
-        out += [RpConfig(block_m=bm, block_n=64, split_k=split, fold=True) for bm in (32, 64) if bm <= 2 * m for split in (1, 2, 4)]
+        # folded (zero off the codes, scale after a dot per group)
+        out += [
+            RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, fold=True)
+            for split in ((1, 2, 3) if m >= 128 else (1, 2, 4))
+        ]
     if m >= 128:
         for chunk in (0, 8, 16, 24, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))

@@ -8,6 +8,7 @@ interpreter mis-handles bf16 arithmetic (int->bf16 casts and bf16 loads give gar
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -419,8 +420,23 @@ def test_pick_rp_config_uses_the_table_then_the_heuristic():
     assert one.kernel == "gemv" and one.half_sums
     small = triton_kernels.heuristic_rp_config(2, 4096, 4096, 132)
     assert small.kernel == "rp" and small.block_m == 16 and small.fold and 1 <= small.split_k <= 16
-    assert not triton_kernels.heuristic_rp_config(64, 4096, 4096, 132).fold
+    assert triton_kernels.heuristic_rp_config(64, 4096, 4096, 132).fold
+    assert not triton_kernels.heuristic_rp_config(256, 4096, 4096, 132).fold
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
+
+
+def test_vlq_layout_puts_a_chunks_neighbouring_positions_in_one_word():
+    """The bit layout `vlq.kernels.repack` documents (and the kernels' unpacking assumes): in word
+    `32 b + 2 p + h`, bit `4 c + 16 e` holds position `256 b + 32 (4 h + c) + 2 p + e`."""
+    from vlq.kernels.repack import _pack_codes, _unpack_codes
+
+    codes = torch.randint(0, 16, (3, 512), generator=torch.Generator().manual_seed(6))
+    words = _pack_codes(codes)
+    assert torch.equal(_unpack_codes(words), codes)
+    bits = words.to(torch.int64) & 0xFFFFFFFF
+    for b, p, h, c, e in itertools.product(range(2), range(16), range(2), range(4), range(2)):
+        nibble = (bits[:, 32 * b + 2 * p + h] >> (4 * c + 16 * e)) & 0xF
+        assert torch.equal(nibble, codes[:, 256 * b + 32 * (4 * h + c) + 2 * p + e].to(torch.int64))
 
 
 def test_awq_linear_repack_keeps_state_dict_and_outputs():

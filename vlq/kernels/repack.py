@@ -5,12 +5,15 @@ streams the weight for one block of outputs reads short runs from K rows far apa
 the transpose, eight *input* positions per word:
 
 - `qweight` int32 `[N, K/8]`: row n holds output n's codes along K. K is cut into blocks of
-  `BLOCK_K_PACK` = 256; word `32 b + j` of a row holds positions `256 b + 32 r + j` for
-  r = 0..7, position r at bit `NIBBLE_SHIFTS[r]`. Unpacking nibble r of a `[rows, 32]` tile of
-  words therefore gives the contiguous K slice `32 r .. 32 r + 31` of the block, which a kernel
-  feeds straight to one tensor-core dot (the K order inside a dot does not matter, the slices
-  only have to line up with the activations), and a program streaming one block of rows reads
-  one contiguous run per row.
+  `BLOCK_K_PACK` = 256, a block into eight 32-wide chunks (chunk r is positions `32 r .. 32 r + 31`).
+  Words `32 b + 2 p` and `32 b + 2 p + 1` of a row hold the positions `2 p` and `2 p + 1` of every
+  chunk of block b: the first word chunks 0-3, the second chunks 4-7, chunk `4 h + c`'s position
+  `2 p + e` at bit `4 c + 16 e`. One shift and the mask 0x000F000F then lift a chunk's two
+  neighbouring positions into the two halves of a register, which is how the tensor cores take
+  their operand, so unpacking is a shift and one `lop3` per two weights. Unpacking chunk r of a
+  `[rows, 32]` tile of words gives the contiguous K slice of the block that a kernel feeds to one
+  tensor-core dot (the K order inside a dot does not matter, the slices only have to line up with
+  the activations), and a program streaming one block of rows reads one contiguous run per row.
 - `qzeros` uint8 `[K/group, N]`: the zero points, one byte each (a uint8 dtype marks the layout).
 - `scales` are AutoAWQ's `[K/group, N]` as they are.
 
@@ -25,9 +28,8 @@ from vlq.awq.pack import pack_int4, unpack_int4
 
 BLOCK_K_PACK = 256
 CHUNK = 32
-# Bit of chunk r in a word: the same nibble order AutoAWQ uses for columns, so one shift and the
-# mask 0x000F000F lift chunks (0, 1), (2, 3), ... together.
-NIBBLE_SHIFTS = (0, 16, 4, 20, 8, 24, 12, 28)
+# Bit of (chunk 4 h + c, position 2 p + e) in word 2 p + h: `4 c + 16 e`, indexed [c, e].
+_NIBBLE_SHIFTS = ((0, 16), (4, 20), (8, 24), (12, 28))
 _ROWS_PER_PASS = 2048
 
 
@@ -44,12 +46,16 @@ def is_repacked(qzeros: torch.Tensor) -> bool:
     return qzeros.dtype == torch.uint8
 
 
+def _shifts(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(_NIBBLE_SHIFTS, dtype=dtype, device=device)
+
+
 def _pack_codes(codes: torch.Tensor) -> torch.Tensor:
     """int codes `[rows, K]` (0..15) -> int32 `[rows, K/8]` in vlq's word order."""
     rows, k = codes.shape
-    nib = codes.to(torch.int64).reshape(rows, k // BLOCK_K_PACK, 8, CHUNK)
-    shifts = torch.tensor(NIBBLE_SHIFTS, dtype=torch.int64, device=codes.device).view(1, 1, 8, 1)
-    words = ((nib & 0xF) << shifts).sum(dim=2)
+    # [rows, block, h, c, p, e] -> [rows, block, p, h, c, e]: chunk 4 h + c, position 2 p + e
+    nib = codes.to(torch.int64).reshape(rows, k // BLOCK_K_PACK, 2, 4, CHUNK // 2, 2).permute(0, 1, 4, 2, 3, 5)
+    words = ((nib & 0xF) << _shifts(codes.device, torch.int64)).sum(dim=(4, 5))
     words = torch.where(words >= 2**31, words - 2**32, words)
     return words.to(torch.int32).reshape(rows, k // 8)
 
@@ -57,9 +63,9 @@ def _pack_codes(codes: torch.Tensor) -> torch.Tensor:
 def _unpack_codes(words: torch.Tensor) -> torch.Tensor:
     """Inverse of `_pack_codes`: int32 `[rows, K/8]` -> int32 codes `[rows, K]`."""
     rows, packed_k = words.shape
-    w = words.reshape(rows, packed_k // CHUNK, 1, CHUNK)
-    shifts = torch.tensor(NIBBLE_SHIFTS, dtype=torch.int32, device=words.device).view(1, 1, 8, 1)
-    return ((w >> shifts) & 0xF).reshape(rows, packed_k * 8)
+    w = words.reshape(rows, packed_k // CHUNK, CHUNK // 2, 2, 1, 1)  # [rows, block, p, h, 1, 1]
+    nib = (w >> _shifts(words.device, torch.int32)) & 0xF  # [rows, block, p, h, c, e]
+    return nib.permute(0, 1, 3, 4, 2, 5).reshape(rows, packed_k * 8)
 
 
 def repack_awq(qweight: torch.Tensor, qzeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@
 Over vlq's load-time layout (`vlq.kernels.repack`), what `AwqLinear` runs:
 - `w4a16_gemv_kernel`: one token (CUDA-core FMAs, several 256-blocks of K in flight per program).
 - `w4a16_rp_kernel`: 2 to 384 tokens (tensor cores; one dot per 256-block of K, or per group
-  when folded).
+  when folded: scale applied after the dot).
 - `rp_dequantize_kernel`: the dense weight, chunk by chunk, for cuBLAS at many tokens.
 Settings per problem size: `pick_rp_config` (the sweep's table `vlq.kernels.tuned`, else
 `heuristic_rp_config`).
@@ -183,6 +183,67 @@ prmt.b32 $7, p0, p1, 0x7632;
 """
 _UNPACK_PTX_F16 = tl.constexpr(_UNPACK_PTX.replace("MAGIC", "0x64006400"))
 _UNPACK_PTX_BF16 = tl.constexpr(_UNPACK_PTX.replace("MAGIC", "0x43004300"))
+
+
+# Inline PTX for vlq's layout (`vlq.kernels.repack`): words 2p and 2p + 1 of a row in, its eight
+# chunks out, each as the packed pair {position 2p, position 2p + 1}. The layout keeps a chunk's
+# two neighbouring positions in one word, 16 bits apart, so each pair is one shift and one lop3.
+# Triton hands a thread's consecutive elements to one instance (pack=2), which for a word tile
+# loaded along its contiguous last axis are words 2p and 2p + 1 of one row.
+_RP_UNPACK_PTX = """
+{
+.reg .b32 t0, t1;
+lop3.b32 $0, $8, 0x000F000F, MAGIC, 0xea;
+lop3.b32 $4, $9, 0x000F000F, MAGIC, 0xea;
+shr.u32 t0, $8, 4;
+shr.u32 t1, $9, 4;
+lop3.b32 $1, t0, 0x000F000F, MAGIC, 0xea;
+lop3.b32 $5, t1, 0x000F000F, MAGIC, 0xea;
+shr.u32 t0, $8, 8;
+shr.u32 t1, $9, 8;
+lop3.b32 $2, t0, 0x000F000F, MAGIC, 0xea;
+lop3.b32 $6, t1, 0x000F000F, MAGIC, 0xea;
+shr.u32 t0, $8, 12;
+shr.u32 t1, $9, 12;
+lop3.b32 $3, t0, 0x000F000F, MAGIC, 0xea;
+lop3.b32 $7, t1, 0x000F000F, MAGIC, 0xea;
+}
+"""
+_RP_UNPACK_PTX_F16 = tl.constexpr(_RP_UNPACK_PTX.replace("MAGIC", "0x64006400"))
+_RP_UNPACK_PTX_BF16 = tl.constexpr(_RP_UNPACK_PTX.replace("MAGIC", "0x43004300"))
+
+
+@triton.jit
+def _chunk_pairs(words, C: tl.constexpr, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """Chunk C of a word's four, positions 2p and 2p + 1 side by side (portable `_rp_columns`)."""
+    return tl.interleave(_nibble(words, 4 * C, MAGIC, dtype), _nibble(words, 16 + 4 * C, MAGIC, dtype))
+
+
+@triton.jit
+def _rp_columns(words, MAGIC: tl.constexpr, dtype: tl.constexpr, USE_PTX: tl.constexpr):
+    """The eight chunks of a `[..., 32]` tile of vlq-layout words, each `[..., 32]`: (OFFSET + code)
+    in dtype at the chunk's positions 0..31 (`vlq.kernels.repack`)."""
+    if USE_PTX:
+        if dtype == tl.float16:
+            return tl.inline_asm_elementwise(
+                _RP_UNPACK_PTX_F16, "=r,=r,=r,=r,=r,=r,=r,=r,r,r", [words], dtype=(tl.float16,) * 8, is_pure=True, pack=2
+            )
+        else:
+            return tl.inline_asm_elementwise(
+                _RP_UNPACK_PTX_BF16, "=r,=r,=r,=r,=r,=r,=r,=r,r,r", [words], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=2
+            )
+    else:
+        low, high = tl.split(tl.reshape(words, words.shape[:-1] + (words.shape[-1] // 2, 2)))
+        return (
+            _chunk_pairs(low, 0, MAGIC, dtype),
+            _chunk_pairs(low, 1, MAGIC, dtype),
+            _chunk_pairs(low, 2, MAGIC, dtype),
+            _chunk_pairs(low, 3, MAGIC, dtype),
+            _chunk_pairs(high, 0, MAGIC, dtype),
+            _chunk_pairs(high, 1, MAGIC, dtype),
+            _chunk_pairs(high, 2, MAGIC, dtype),
+            _chunk_pairs(high, 3, MAGIC, dtype),
+        )
 
 
 @triton.jit
@@ -410,14 +471,12 @@ def _dequant(codes, zoff, s):
 
 
 @triton.jit
-def _group_dot(codes, s, zoff, x_rows, mask_m, acc, FIRST_K: tl.constexpr, WIDTH: tl.constexpr):
-    """acc += s * (codes @ x - (OFFSET + z) * sum(x)) over the block's K columns FIRST_K .. + WIDTH,
-    which share one group: `(OFFSET + q) @ x - (OFFSET + z) sum(x)` is `(q - z) @ x`, so the zero
-    and scale cost an op per output instead of one per weight."""
+def _group_dot(codes, s, x_rows, mask_m, acc, FIRST_K: tl.constexpr, WIDTH: tl.constexpr):
+    """acc += s * ((q - z) @ x) over the block's K columns FIRST_K .. + WIDTH, which share one
+    group: `codes` already has the zero taken off (exact small integers), and the scale is applied
+    once per output instead of once per weight."""
     x = tl.load(x_rows + FIRST_K + tl.arange(0, WIDTH)[None, :], mask=mask_m[:, None], other=0.0)
-    partial = tl.dot(codes, tl.trans(x))
-    x_sum = tl.sum(x.to(tl.float32), axis=1)
-    return acc + (partial - zoff.to(tl.float32)[:, None] * x_sum[None, :]) * s.to(tl.float32)[:, None]
+    return acc + tl.dot(codes, tl.trans(x)) * s.to(tl.float32)[:, None]
 
 
 @triton.jit(do_not_specialize=["M", "split_k"])
@@ -446,15 +505,16 @@ def w4a16_rp_kernel(
 
     Why transposed: the weight is the dot's left operand, which the tensor cores take from
     registers, so only the small activation tile goes through shared memory. Each step reads one
-    256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); nibble r of
-    the tile is the K slice `32 r ..` of the block, and the eight `[BLOCK_N, 32]` chunks are put
+    256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); unpacked
+    chunk r (`_rp_columns`) is the K slice `32 r ..` of the block, and the eight `[BLOCK_N, 32]` chunks are put
     side by side into one `[BLOCK_N, 256]` operand by register relabelling only, so a step is one
     long dot that the tensor cores run while the next block is unpacked. The scales and zeros of
     the next block are loaded a step ahead (Triton pipelines only the words and activations).
-    FOLD: the dot takes the raw `OFFSET + q` codes, one dot per group, and the zero and scale are
-    applied to its `[BLOCK_N, BLOCK_M]` result (`_group_dot`): fewer instructions per weight,
-    which pays when the tile has few tokens. `packed_k` is K / 8 (passed so Triton sees its
-    divisibility).
+    FOLD: the zero comes off the codes (`(OFFSET + q) - (OFFSET + z)`, exact, one half2 op per two
+    weights), one dot per group, and the scale multiplies its `[BLOCK_N, BLOCK_M]` result
+    (`_group_dot`): half the instructions per weight of dequantizing, which pays when the tile
+    has few tokens, and the dot sees exact integers. `packed_k` is K / 8 (passed so Triton sees
+    its divisibility).
     """
     dtype: tl.constexpr = x_ptr.dtype.element_ty
     GROUPS_PER_BLOCK: tl.constexpr = 256 // GROUP if GROUP < 256 else 1
@@ -475,7 +535,7 @@ def w4a16_rp_kernel(
     s, z = _block_vectors(scales_ptr, zeros_ptr, first, last, N, offs_n, mask_n, GROUP)
     for blk in range(first, last):
         next_s, next_z = _block_vectors(scales_ptr, zeros_ptr, blk + 1, last, N, offs_n, mask_n, GROUP)
-        codes = _columns(tl.load(w_ptrs, mask=mask_n[:, None], other=0), MAGIC, dtype, USE_PTX)
+        codes = _rp_columns(tl.load(w_ptrs, mask=mask_n[:, None], other=0), MAGIC, dtype, USE_PTX)
         # per chunk r: its group's scale and OFFSET + zero, `[BLOCK_N]` each
         ss = _per_chunk(s, GROUPS_PER_BLOCK)
         zz = _per_chunk(_zero_offset(z, MAGIC, dtype), GROUPS_PER_BLOCK)
@@ -491,18 +551,28 @@ def w4a16_rp_kernel(
             w = _cat(_cat(_cat(w0, w1), _cat(w2, w3)), _cat(_cat(w4, w5), _cat(w6, w7)))
             x = tl.load(x_rows + tl.arange(0, 256)[None, :], mask=mask_m[:, None], other=0.0)
             acc = tl.dot(w, tl.trans(x), acc)
-        elif GROUP == 32:
-            for r in tl.static_range(8):
-                acc = _group_dot(codes[r], ss[r], zz[r], x_rows, mask_m, acc, 32 * r, 32)
-        elif GROUP == 64:
-            for g in tl.static_range(4):
-                pair = _cat(codes[2 * g], codes[2 * g + 1])
-                acc = _group_dot(pair, ss[2 * g], zz[2 * g], x_rows, mask_m, acc, 64 * g, 64)
-        elif GROUP == 128:
-            for g in tl.static_range(2):
-                acc = _group_dot(_cat4(codes, 4 * g), ss[4 * g], zz[4 * g], x_rows, mask_m, acc, 128 * g, 128)
-        else:  # one group covers the block
-            acc = _group_dot(_cat(_cat4(codes, 0), _cat4(codes, 4)), ss[0], zz[0], x_rows, mask_m, acc, 0, 256)
+        else:
+            q = (
+                codes[0] - zz[0][:, None],
+                codes[1] - zz[1][:, None],
+                codes[2] - zz[2][:, None],
+                codes[3] - zz[3][:, None],
+                codes[4] - zz[4][:, None],
+                codes[5] - zz[5][:, None],
+                codes[6] - zz[6][:, None],
+                codes[7] - zz[7][:, None],
+            )
+            if GROUP == 32:
+                for r in tl.static_range(8):
+                    acc = _group_dot(q[r], ss[r], x_rows, mask_m, acc, 32 * r, 32)
+            elif GROUP == 64:
+                for g in tl.static_range(4):
+                    acc = _group_dot(_cat(q[2 * g], q[2 * g + 1]), ss[2 * g], x_rows, mask_m, acc, 64 * g, 64)
+            elif GROUP == 128:
+                for g in tl.static_range(2):
+                    acc = _group_dot(_cat4(q, 4 * g), ss[4 * g], x_rows, mask_m, acc, 128 * g, 128)
+            else:  # one group covers the block
+                acc = _group_dot(_cat(_cat4(q, 0), _cat4(q, 4)), ss[0], x_rows, mask_m, acc, 0, 256)
         s, z = next_s, next_z
         w_ptrs += 32
         x_rows += 256
@@ -563,7 +633,7 @@ def w4a16_gemv_kernel(
     BLOCK_N rows (`[BLOCK_N, BLOCKS_PER_STEP, 32]` words, one contiguous run per row), and the
     next step's words, scales, zeros and activations are loaded before this step's arithmetic,
     so a program always has a step of loads in flight (Triton's pipeliner leaves loads that feed
-    no dot alone). Nibble r of the tile is the K slice `32 r ..` of each block, dequantized as
+    no dot alone). Unpacked chunk r is the K slice `32 r ..` of each block, dequantized as
     the rp kernel does (exact OFFSET subtraction, one rounding multiply by the scale: the weights
     `dequantize_awq` gives) and multiplied into a `[BLOCK_M, BLOCK_N, BLOCKS_PER_STEP, 32]` fp32
     accumulator elementwise; the K axes are summed once at the end. HALF_SUMS: the eight chunk
@@ -622,7 +692,7 @@ def w4a16_gemv_kernel(
         )
         next_words = tl.load(w_ptrs, mask=mask_n & in_slice, other=0)
 
-        codes = _columns(words, MAGIC, dtype, USE_PTX)
+        codes = _rp_columns(words, MAGIC, dtype, USE_PTX)
         xs = _chunks(x)
         scales = _per_chunk(s, GROUPS_PER_BLOCK)
         zeros = _per_chunk(z, GROUPS_PER_BLOCK)
@@ -676,7 +746,7 @@ def rp_dequantize_kernel(
     words = tl.load(
         qweight_ptr + offs_n[:, None] * packed_k + (blk * 32 + offs_j)[None, :], mask=mask_n[:, None], other=0
     )
-    codes = _columns(words, MAGIC, dtype, USE_PTX)
+    codes = _rp_columns(words, MAGIC, dtype, USE_PTX)
     g = (blk * 256) // GROUP
     out_ptrs = out_ptr + local_n[:, None] * K + (blk * 256 + offs_j)[None, :]
     for r in tl.static_range(8):
@@ -893,7 +963,8 @@ class RpConfig:
     tensor cores, reading `blocks_per_step` 256-blocks of K per row and step; `half_sums` adds the
     eight products of a word in fp16 before the fp32 accumulator (fp16 activations only: fewer
     instructions per weight; relative error about 5e-4 against 2e-4 with fp32 sums, measured on
-    random weights). `fold` (rp): zero and scale applied after a per-group dot of the raw codes.
+    random weights). `fold` (rp): one dot per group of the codes less their zero, the scale applied
+    to its result.
     "deq": dequantize
     `chunk_mb` MB of dense weight at a time into one reused buffer and hand each chunk to cuBLAS
     (0: the whole weight at once); a chunk that fits in L2 is written and read back there instead
@@ -1063,13 +1134,14 @@ def _pow2_at_least(value: float) -> int:
 
 
 def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
-    """Settings for shapes the sweep did not see, read off its H100 results (2026-11-23, fourth sweep).
+    """Settings for shapes the sweep did not see, read off the H100 run that wrote `vlq.kernels.tuned`.
 
     One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step, fp16 partial sums. Up to 64
-    tokens the time is the weight stream: 64 weight rows per program won everywhere, folded
-    (zero and scale after the dot) up to 16 tokens, with split-K until each program streams at
-    most sixteen 256-blocks of K and the grid holds about 1.5 programs per SM. From 128 tokens
-    the dot dominates; past 384, dequantize + cuBLAS.
+    tokens the time is the weight stream: 64 weight rows per program and folded (zero off the
+    codes, scale after the dot) won almost everywhere, with split-K until each program streams at
+    most sixteen 256-blocks of K and the grid holds about 1.5 programs per SM. At 128 tokens,
+    folded 64x64 tiles in two K slices where N is small, 128x128 tiles where it is large. From
+    256 tokens the dot dominates; past 384, dequantize + cuBLAS.
     """
     blocks = k // 256
     if m == 1:
@@ -1078,11 +1150,11 @@ def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         tiles = triton.cdiv(n, 64)
         split = max(_pow2_at_least(blocks / 16), _pow2_at_least(1.5 * sms / tiles))
-        return RpConfig(block_m=block_m, block_n=64, split_k=min(split, 16, blocks), fold=m <= 16)
+        return RpConfig(block_m=block_m, block_n=64, split_k=min(split, 16, blocks), fold=True)
     if m <= 128:
         if n >= 8192:
             return RpConfig(block_m=128, block_n=128, num_warps=8)
-        return RpConfig(block_m=128, block_n=64, split_k=min(2, blocks))
+        return RpConfig(block_m=64, block_n=64, split_k=min(2, blocks), fold=True)
     if m <= 384:
         return RpConfig(block_m=128, block_n=128, split_k=min(2, blocks), num_warps=8)
     return RpConfig(kernel="deq")

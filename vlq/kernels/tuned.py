@@ -10,55 +10,55 @@ from vlq.kernels.triton_w4a16 import RpConfig
 DEVICE = 'NVIDIA H100 80GB HBM3'
 TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
     (4096, 11008): {
-        1: RpConfig(kernel='gemv', block_m=1, block_n=32, num_warps=8, blocks_per_step=2, half_sums=True),  # 13.0 us; fp16 33.4, AWQ-layout kernels 28.5
-        2: RpConfig(split_k=3, fold=True),  # 15.2 us; fp16 33.4, AWQ-layout kernels 29.2
-        4: RpConfig(split_k=3, fold=True),  # 15.2 us; fp16 33.5, AWQ-layout kernels 29.2
-        8: RpConfig(split_k=3, fold=True),  # 15.2 us; fp16 36.9, AWQ-layout kernels 29.2
-        16: RpConfig(split_k=3, fold=True),  # 14.9 us; fp16 37.0, AWQ-layout kernels 29.5
-        32: RpConfig(block_m=32, split_k=3),  # 18.1 us; fp16 34.4, AWQ-layout kernels 33.9
-        64: RpConfig(block_m=64, split_k=3),  # 22.8 us; fp16 35.3, AWQ-layout kernels 33.6
-        128: RpConfig(block_m=128, block_n=128, split_k=3, num_warps=8),  # 34.9 us; fp16 37.0, AWQ-layout kernels 56.3
-        256: RpConfig(block_m=128, block_n=128, split_k=3, num_warps=8),  # 63.6 us; fp16 40.0, AWQ-layout kernels 85.3
-        1024: RpConfig(kernel='deq', chunk_mb=32),  # 161.7 us; fp16 128.4, AWQ-layout kernels 181.7
-        4096: RpConfig(kernel='deq', chunk_mb=16),  # 533.9 us; fp16 501.9, AWQ-layout kernels 560.9
+        1: RpConfig(kernel='gemv', block_m=1, block_n=32, num_warps=8, blocks_per_step=2, half_sums=True),  # 12.3 us; fp16 34.8, AWQ-layout kernels 28.8
+        2: RpConfig(split_k=3, fold=True),  # 13.2 us; fp16 35.4, AWQ-layout kernels 29.4
+        4: RpConfig(split_k=3, fold=True),  # 13.2 us; fp16 35.7, AWQ-layout kernels 29.7
+        8: RpConfig(split_k=3, fold=True),  # 13.3 us; fp16 36.2, AWQ-layout kernels 29.8
+        16: RpConfig(split_k=3, fold=True),  # 13.4 us; fp16 35.4, AWQ-layout kernels 29.7
+        32: RpConfig(block_m=32, split_k=2, fold=True),  # 15.1 us; fp16 36.3, AWQ-layout kernels 34.3
+        64: RpConfig(block_m=64, split_k=3),  # 23.0 us; fp16 34.7, AWQ-layout kernels 33.9
+        128: RpConfig(block_m=128, block_n=128, split_k=3, num_warps=8),  # 34.8 us; fp16 37.4, AWQ-layout kernels 56.9
+        256: RpConfig(block_m=128, block_n=128, split_k=3, num_warps=8),  # 62.3 us; fp16 40.3, AWQ-layout kernels 87.6
+        1024: RpConfig(kernel='deq', chunk_mb=32),  # 163.2 us; fp16 128.4, AWQ-layout kernels 178.5
+        4096: RpConfig(kernel='deq', chunk_mb=32),  # 525.8 us; fp16 504.0, AWQ-layout kernels 556.2
     },
     (8192, 28672): {
-        1: RpConfig(kernel='gemv', block_m=1, block_n=16, num_warps=2, blocks_per_step=1, half_sums=True),  # 50.1 us; fp16 167.9, AWQ-layout kernels 77.4
-        2: RpConfig(split_k=6, fold=True),  # 55.9 us; fp16 167.8, AWQ-layout kernels 76.4
-        4: RpConfig(split_k=2, fold=True),  # 55.7 us; fp16 166.9, AWQ-layout kernels 80.4
-        8: RpConfig(split_k=6, fold=True),  # 56.0 us; fp16 162.4, AWQ-layout kernels 90.1
-        16: RpConfig(split_k=2, fold=True),  # 56.5 us; fp16 168.1, AWQ-layout kernels 108.8
-        32: RpConfig(block_m=32),  # 75.4 us; fp16 166.7, AWQ-layout kernels 141.1
-        64: RpConfig(block_m=64, split_k=2),  # 98.0 us; fp16 174.0, AWQ-layout kernels 133.1
-        128: RpConfig(block_m=128, block_n=128, num_warps=8),  # 146.4 us; fp16 170.7, AWQ-layout kernels 206.6
-        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 274.6 us; fp16 196.8, AWQ-layout kernels 414.3
-        1024: RpConfig(kernel='deq', chunk_mb=32),  # 839.6 us; fp16 624.3, AWQ-layout kernels 844.3
-        4096: RpConfig(kernel='deq'),  # 2730.7 us; fp16 2529.0, AWQ-layout kernels 2736.3
+        1: RpConfig(kernel='gemv', block_m=1, block_n=16, num_warps=2, blocks_per_step=1, half_sums=True),  # 48.7 us; fp16 162.7, AWQ-layout kernels 77.3
+        2: RpConfig(fold=True),  # 50.7 us; fp16 162.6, AWQ-layout kernels 78.2
+        4: RpConfig(fold=True),  # 50.6 us; fp16 162.5, AWQ-layout kernels 80.9
+        8: RpConfig(fold=True),  # 51.1 us; fp16 163.3, AWQ-layout kernels 90.7
+        16: RpConfig(fold=True),  # 51.4 us; fp16 162.6, AWQ-layout kernels 109.9
+        32: RpConfig(block_m=32, split_k=4, fold=True),  # 59.0 us; fp16 167.5, AWQ-layout kernels 142.1
+        64: RpConfig(block_m=64, split_k=2, fold=True),  # 83.0 us; fp16 172.4, AWQ-layout kernels 132.2
+        128: RpConfig(block_m=128, block_n=128, num_warps=8),  # 141.8 us; fp16 171.4, AWQ-layout kernels 206.1
+        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 267.1 us; fp16 197.5, AWQ-layout kernels 417.9
+        1024: RpConfig(kernel='deq'),  # 855.8 us; fp16 628.5, AWQ-layout kernels 850.8
+        4096: RpConfig(kernel='deq', chunk_mb=32),  # 2693.3 us; fp16 2536.7, AWQ-layout kernels 2739.6
     },
     (11008, 4096): {
-        1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 14.5 us; fp16 36.3, AWQ-layout kernels 29.3
-        2: RpConfig(split_k=16, fold=True),  # 15.8 us; fp16 35.8, AWQ-layout kernels 26.5
-        4: RpConfig(split_k=16, fold=True),  # 15.8 us; fp16 35.8, AWQ-layout kernels 26.5
-        8: RpConfig(split_k=16, fold=True),  # 15.9 us; fp16 36.0, AWQ-layout kernels 26.5
-        16: RpConfig(split_k=4),  # 15.9 us; fp16 36.7, AWQ-layout kernels 26.9
-        32: RpConfig(block_m=32, split_k=4),  # 16.9 us; fp16 37.2, AWQ-layout kernels 29.8
-        64: RpConfig(block_m=64, block_n=128, split_k=4, num_warps=8),  # 21.8 us; fp16 38.7, AWQ-layout kernels 26.7
-        128: RpConfig(block_m=128, split_k=2),  # 35.0 us; fp16 38.2, AWQ-layout kernels 46.7
-        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 52.6 us; fp16 53.2, AWQ-layout kernels 87.7
-        1024: RpConfig(kernel='deq'),  # 159.6 us; fp16 119.4, AWQ-layout kernels 156.3
-        4096: RpConfig(kernel='deq'),  # 517.2 us; fp16 476.7, AWQ-layout kernels 505.5
+        1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 13.0 us; fp16 36.2, AWQ-layout kernels 28.6
+        2: RpConfig(split_k=8, fold=True),  # 13.7 us; fp16 36.0, AWQ-layout kernels 27.0
+        4: RpConfig(split_k=4, fold=True),  # 14.0 us; fp16 37.4, AWQ-layout kernels 30.8
+        8: RpConfig(split_k=8, fold=True),  # 13.7 us; fp16 36.4, AWQ-layout kernels 26.9
+        16: RpConfig(split_k=8, fold=True),  # 14.2 us; fp16 36.9, AWQ-layout kernels 27.4
+        32: RpConfig(block_m=32, split_k=4, fold=True),  # 15.3 us; fp16 37.5, AWQ-layout kernels 30.5
+        64: RpConfig(block_m=64, split_k=4, fold=True),  # 19.1 us; fp16 39.4, AWQ-layout kernels 27.8
+        128: RpConfig(block_m=64, split_k=2, fold=True),  # 33.0 us; fp16 38.5, AWQ-layout kernels 47.2
+        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 51.8 us; fp16 50.3, AWQ-layout kernels 87.5
+        1024: RpConfig(kernel='deq'),  # 160.5 us; fp16 119.8, AWQ-layout kernels 156.6
+        4096: RpConfig(kernel='deq', chunk_mb=32),  # 510.6 us; fp16 478.3, AWQ-layout kernels 517.6
     },
     (4096, 4096): {
-        1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 7.0 us; fp16 16.9, AWQ-layout kernels 13.9
-        2: RpConfig(kernel='gemv', block_m=2, block_n=16, blocks_per_step=2, half_sums=True),  # 8.4 us; fp16 16.4, AWQ-layout kernels 13.1
-        4: RpConfig(split_k=4, fold=True),  # 8.6 us; fp16 16.3, AWQ-layout kernels 13.2
-        8: RpConfig(split_k=4),  # 8.7 us; fp16 14.2, AWQ-layout kernels 13.3
-        16: RpConfig(split_k=4),  # 8.7 us; fp16 16.6, AWQ-layout kernels 13.4
-        32: RpConfig(block_m=32, split_k=4),  # 9.1 us; fp16 14.5, AWQ-layout kernels 13.7
-        64: RpConfig(block_m=64, split_k=4),  # 11.3 us; fp16 15.0, AWQ-layout kernels 13.3
-        128: RpConfig(block_m=128, split_k=2),  # 16.5 us; fp16 15.2, AWQ-layout kernels 21.0
-        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 23.1 us; fp16 18.6, AWQ-layout kernels 30.7
-        1024: RpConfig(kernel='deq', chunk_mb=32),  # 59.4 us; fp16 46.4, AWQ-layout kernels 59.6
-        4096: RpConfig(kernel='deq', chunk_mb=32),  # 194.9 us; fp16 182.3, AWQ-layout kernels 199.7
+        1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 6.5 us; fp16 17.0, AWQ-layout kernels 13.7
+        2: RpConfig(split_k=4, fold=True),  # 7.9 us; fp16 16.6, AWQ-layout kernels 13.4
+        4: RpConfig(split_k=4, fold=True),  # 7.9 us; fp16 16.5, AWQ-layout kernels 13.5
+        8: RpConfig(split_k=4, fold=True),  # 8.0 us; fp16 14.3, AWQ-layout kernels 13.5
+        16: RpConfig(split_k=4, fold=True),  # 7.9 us; fp16 17.8, AWQ-layout kernels 14.5
+        32: RpConfig(block_m=32, split_k=4, fold=True),  # 8.6 us; fp16 14.7, AWQ-layout kernels 14.0
+        64: RpConfig(block_m=64, split_k=4, fold=True),  # 10.4 us; fp16 15.1, AWQ-layout kernels 13.6
+        128: RpConfig(block_m=64, split_k=2, fold=True),  # 15.1 us; fp16 15.2, AWQ-layout kernels 21.3
+        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 23.2 us; fp16 18.9, AWQ-layout kernels 30.8
+        1024: RpConfig(kernel='deq', chunk_mb=32),  # 59.1 us; fp16 46.8, AWQ-layout kernels 59.6
+        4096: RpConfig(kernel='deq', chunk_mb=32),  # 194.4 us; fp16 181.9, AWQ-layout kernels 194.2
     },
 }
