@@ -464,13 +464,6 @@ def _cat4(t, FIRST: tl.constexpr):
 
 
 @triton.jit
-def _dequant(codes, zoff, s):
-    """((OFFSET + q) - (OFFSET + z)) * s: the subtraction is exact and the one multiply rounds as the
-    torch reference does, so the dot sees the very weights `dequantize_awq` gives."""
-    return (codes - zoff[:, None]) * s[:, None]
-
-
-@triton.jit
 def _group_dot(codes, s, x_rows, mask_m, acc, FIRST_K: tl.constexpr, WIDTH: tl.constexpr):
     """acc += s * ((q - z) @ x) over the block's K columns FIRST_K .. + WIDTH, which share one
     group: `codes` already has the zero taken off (exact small integers), and the scale is applied
@@ -536,43 +529,43 @@ def w4a16_rp_kernel(
     for blk in range(first, last):
         next_s, next_z = _block_vectors(scales_ptr, zeros_ptr, blk + 1, last, N, offs_n, mask_n, GROUP)
         codes = _rp_columns(tl.load(w_ptrs, mask=mask_n[:, None], other=0), MAGIC, dtype, USE_PTX)
-        # per chunk r: its group's scale and OFFSET + zero, `[BLOCK_N]` each
+        # per chunk r: the codes less the zero (`(OFFSET + q) - (OFFSET + z)`, exact) and the scale
         ss = _per_chunk(s, GROUPS_PER_BLOCK)
         zz = _per_chunk(_zero_offset(z, MAGIC, dtype), GROUPS_PER_BLOCK)
-        if not FOLD:
-            w0 = _dequant(codes[0], zz[0], ss[0])
-            w1 = _dequant(codes[1], zz[1], ss[1])
-            w2 = _dequant(codes[2], zz[2], ss[2])
-            w3 = _dequant(codes[3], zz[3], ss[3])
-            w4 = _dequant(codes[4], zz[4], ss[4])
-            w5 = _dequant(codes[5], zz[5], ss[5])
-            w6 = _dequant(codes[6], zz[6], ss[6])
-            w7 = _dequant(codes[7], zz[7], ss[7])
-            w = _cat(_cat(_cat(w0, w1), _cat(w2, w3)), _cat(_cat(w4, w5), _cat(w6, w7)))
-            x = tl.load(x_rows + tl.arange(0, 256)[None, :], mask=mask_m[:, None], other=0.0)
-            acc = tl.dot(w, tl.trans(x), acc)
-        else:
-            q = (
-                codes[0] - zz[0][:, None],
-                codes[1] - zz[1][:, None],
-                codes[2] - zz[2][:, None],
-                codes[3] - zz[3][:, None],
-                codes[4] - zz[4][:, None],
-                codes[5] - zz[5][:, None],
-                codes[6] - zz[6][:, None],
-                codes[7] - zz[7][:, None],
+        q = (
+            codes[0] - zz[0][:, None],
+            codes[1] - zz[1][:, None],
+            codes[2] - zz[2][:, None],
+            codes[3] - zz[3][:, None],
+            codes[4] - zz[4][:, None],
+            codes[5] - zz[5][:, None],
+            codes[6] - zz[6][:, None],
+            codes[7] - zz[7][:, None],
+        )
+        if not FOLD:  # dequantized: the one multiply rounds as the torch reference does
+            w = (
+                q[0] * ss[0][:, None],
+                q[1] * ss[1][:, None],
+                q[2] * ss[2][:, None],
+                q[3] * ss[3][:, None],
+                q[4] * ss[4][:, None],
+                q[5] * ss[5][:, None],
+                q[6] * ss[6][:, None],
+                q[7] * ss[7][:, None],
             )
-            if GROUP == 32:
-                for r in tl.static_range(8):
-                    acc = _group_dot(q[r], ss[r], x_rows, mask_m, acc, 32 * r, 32)
-            elif GROUP == 64:
-                for g in tl.static_range(4):
-                    acc = _group_dot(_cat(q[2 * g], q[2 * g + 1]), ss[2 * g], x_rows, mask_m, acc, 64 * g, 64)
-            elif GROUP == 128:
-                for g in tl.static_range(2):
-                    acc = _group_dot(_cat4(q, 4 * g), ss[4 * g], x_rows, mask_m, acc, 128 * g, 128)
-            else:  # one group covers the block
-                acc = _group_dot(_cat(_cat4(q, 0), _cat4(q, 4)), ss[0], x_rows, mask_m, acc, 0, 256)
+            x = tl.load(x_rows + tl.arange(0, 256)[None, :], mask=mask_m[:, None], other=0.0)
+            acc = tl.dot(_cat(_cat4(w, 0), _cat4(w, 4)), tl.trans(x), acc)
+        elif GROUP == 32:
+            for r in tl.static_range(8):
+                acc = _group_dot(q[r], ss[r], x_rows, mask_m, acc, 32 * r, 32)
+        elif GROUP == 64:
+            for g in tl.static_range(4):
+                acc = _group_dot(_cat(q[2 * g], q[2 * g + 1]), ss[2 * g], x_rows, mask_m, acc, 64 * g, 64)
+        elif GROUP == 128:
+            for g in tl.static_range(2):
+                acc = _group_dot(_cat4(q, 4 * g), ss[4 * g], x_rows, mask_m, acc, 128 * g, 128)
+        else:  # one group covers the block
+            acc = _group_dot(_cat(_cat4(q, 0), _cat4(q, 4)), ss[0], x_rows, mask_m, acc, 0, 256)
         s, z = next_s, next_z
         w_ptrs += 32
         x_rows += 256
