@@ -425,6 +425,24 @@ def test_pick_rp_config_uses_the_table_then_the_heuristic():
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
 
 
+def test_bench_times_every_side_in_rotated_rounds_and_takes_medians():
+    from vlq.kernels.bench import interleaved_medians
+
+    calls = []
+    samples = {"a": iter([5.0, 1.0, 3.0]), "b": iter([2.0, 9.0, 4.0]), "c": iter([7.0, 7.0, 8.0])}
+
+    def timer(name):
+        def run():
+            calls.append(name)
+            return next(samples[name])
+
+        return run
+
+    medians = interleaved_medians({name: timer(name) for name in samples}, rounds=3)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert medians == {"a": 3.0, "b": 4.0, "c": 7.0}
+
+
 def test_vlq_layout_puts_a_chunks_neighbouring_positions_in_one_word():
     """The bit layout `vlq.kernels.repack` documents (and the kernels' unpacking assumes): in word
     `32 b + 2 p + h`, bit `4 c + 16 e` holds position `256 b + 32 (4 h + c) + 2 p + e`."""

@@ -4,8 +4,10 @@ Every time comes from `triton.testing.do_bench_cudagraph`: after a warm-up, many
 captured in one CUDA graph and its replays are timed with CUDA events (median of the replays),
 so Python launch overhead stays out, as in a graph-captured decode loop. Tensors are random and
 non-zero; when one set of weights fits in twice the L2, calls rotate over enough copies that no
-call finds its weights cached. The floor is the bytes a call must move (packed weights, zeros,
-scales, input and output activations) at the copy bandwidth measured once per run.
+call finds its weights cached. vlq, fp16 and AutoAWQ are timed in turn, three rounds per point
+in rotated order, and each side's median round is reported (`interleaved_medians`). The floor
+is the bytes a call must move (packed weights, zeros, scales, input and output activations) at
+the copy bandwidth measured once per run.
 """
 
 from __future__ import annotations
@@ -230,6 +232,23 @@ def _load_time_layout(w: dict, k: int, group_size: int) -> dict:
     return {"qweight": qweight, "qzeros": qzeros, "scales": w["scales"]}
 
 
+# Rounds per (shape, M) point: each times vlq, fp16 and AutoAWQ once, in a rotated order.
+_ROUNDS = 3
+
+
+def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int = _ROUNDS) -> dict[str, float]:
+    """Each timer's median over `rounds` rounds that call every timer once, round r starting at
+    the r-th: a GPU clock that drifts during a point (power, heat) then weighs on all sides alike,
+    instead of on whichever was timed last."""
+    names = list(timers)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        start = r % len(names)
+        for name in names[start:] + names[:start]:
+            times[name].append(timers[name]())
+    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+
+
 def _time_point(
     x: torch.Tensor,
     vlq_sets: list[dict],
@@ -238,17 +257,19 @@ def _time_point(
     group_size: int,
     autoawq: ModuleType | None,
 ) -> tuple[float, float, float | None]:
-    """(vlq, fp16 cuBLAS, AutoAWQ or None) medians in us for one input."""
+    """(vlq, fp16 cuBLAS, AutoAWQ or None) in us for one input (`interleaved_medians`)."""
     from vlq.kernels.matmul import w4a16_matmul
 
-    vlq_us = _median_us(
-        [lambda w=w: w4a16_matmul(x, w["qweight"], w["qzeros"], w["scales"], group_size) for w in vlq_sets]
-    )
-    fp16_us = _median_us([lambda w=w: x @ w.t() for w in dense_sets])
-    autoawq_us = None
+    timers = {
+        "vlq": lambda: _median_us(
+            [lambda w=w: w4a16_matmul(x, w["qweight"], w["qzeros"], w["scales"], group_size) for w in vlq_sets]
+        ),
+        "fp16": lambda: _median_us([lambda w=w: x @ w.t() for w in dense_sets]),
+    }
     if autoawq is not None:
-        autoawq_us = _median_us([lambda w=w: _autoawq_forward(autoawq, x, w) for w in quant_sets])
-    return vlq_us, fp16_us, autoawq_us
+        timers["autoawq"] = lambda: _median_us([lambda w=w: _autoawq_forward(autoawq, x, w) for w in quant_sets])
+    us = interleaved_medians(timers)
+    return us["vlq"], us["fp16"], us.get("autoawq")
 
 
 def run_gemm_bench(
@@ -331,7 +352,7 @@ def gemm_table(report: GemmBenchReport) -> Table:
     table = Table(
         title=f"w4a16 GEMM on {report.device} ({report.dtype} activations, group {report.group_size}, "
         f"{report.bits_per_weight:.2f} bits/weight, copy bandwidth {report.bandwidth_gbps:.0f} GB/s)",
-        caption="GPU times in us (CUDA-graph replays, median); floor = bytes of packed weights, zeros, scales "
+        caption="GPU times in us (CUDA-graph replays, median of 3 interleaved rounds); floor = bytes of packed weights, zeros, scales "
         "and activations at the measured bandwidth; AutoAWQ = its Triton kernels as WQLinear_GEMM calls them"
         + ("" if report.autoawq else " (not installed)"),
     )
