@@ -1,9 +1,10 @@
 """Sweep w4a16 kernel candidates per (shape, M) on a CUDA GPU; prints the best of each next to fp16.
 
 python benchmarks/gemm_sweep.py [--shapes 4096x4096,...] [--m 1,2,...] [--budget 200] [--json-out F]
+                                [--write-table vlq/kernels/tuned.py [--merge-table]]
 
-Candidates: `w4a16_rp_kernel` tiles, pipeline stages and split-K over vlq's layout (tokens
-<= 1024; dequantized, or folded: zero off the codes, scale after the dot), `w4a16_gemv_kernel` (CUDA-core FMAs, several
+Candidates: `w4a16_rp_kernel` tiles, pipeline stages and split-K over vlq's layout (dequantized,
+or folded up to 256 tokens: zero off the codes, scale after the dot), `w4a16_gemv_kernel` (CUDA-core FMAs, several
 256-blocks per step, fp32 or fp16 partial sums) for tokens <= 16, chunked dequantize + cuBLAS
 over vlq's layout (tokens >= 128), and the AWQ-layout dispatch that shipped before (`current`).
 Every candidate is checked against a float32 reference before it is timed.
@@ -20,7 +21,9 @@ import json
 import math
 import multiprocessing as mp
 import os
+import re
 import sys
+import textwrap
 import time
 
 import torch
@@ -28,6 +31,7 @@ import torch
 SHAPES = ((4096, 11008), (8192, 28672), (11008, 4096), (4096, 4096))
 MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 GROUP = 128
+CHECK_GROUPS = (32, 64, 128, 256)
 L2_BYTES = 50 * 2**20
 
 
@@ -85,22 +89,21 @@ def decode_candidates(m):
 
 
 def prefill_candidates(m):
+    """From 32 tokens: `w4a16_rp_kernel` tiles (dequantized, or folded up to 256 tokens), pipeline
+    stages and split-K, and from 128 tokens chunked dequantize + cuBLAS."""
     from vlq.kernels.triton_w4a16 import RpConfig
 
+    splits = (1, 2, 3, 4) if m <= 1024 else (1, 2)
     out = []
     for bm, bn, warps in ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 4), (128, 128, 8)):
-        if bm > 2 * m or (m >= 128 and bm < 64) or m > 1024:
+        if bm > 2 * m or (m >= 128 and bm < 64):
             continue
         for stages in (2, 3):
-            for split in (1, 2, 3) if m >= 128 else (1, 2, 3, 4):
-                out.append(RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages))
-        # folded (zero off the codes, scale after a dot per group)
-        out += [
-            RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, fold=True)
-            for split in ((1, 2, 3) if m >= 128 else (1, 2, 4))
-        ]
+            out += [RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages) for split in splits]
+        if m <= 256:  # folded (zero off the codes, scale after a dot per group)
+            out += [RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, fold=True) for split in splits]
     if m >= 128:
-        for chunk in (0, 8, 16, 24, 32):
+        for chunk in (0, 16, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))
     return out
 
@@ -220,6 +223,11 @@ def main() -> int:
     parser.add_argument("--json-out", default=os.path.join(os.environ.get("OUT", "."), "sweep.json"))
     parser.add_argument("--procs", type=int, default=15)
     parser.add_argument("--write-table", help="write the winners as a `vlq.kernels.tuned` module here")
+    parser.add_argument(
+        "--merge-table",
+        action="store_true",
+        help="with --write-table: keep that file's entries for the (shape, M) points this run did not sweep",
+    )
     parser.add_argument("--dry", action="store_true", help="CPU smoke run (Triton interpreter, tiny shapes)")
     args = parser.parse_args()
     if args.dry:
@@ -268,7 +276,7 @@ def main() -> int:
         RpConfig(kernel="deq"),
     ]
     for dtype in (torch.float16, torch.bfloat16):
-        for group in (32, 64, 128):
+        for group in CHECK_GROUPS:
             for cfg in checks:
                 tasks[("rp", dtype, group, compile_key(cfg))] = ("rp", dtype, group, cfg)
     task_list = list(tasks.values())
@@ -282,7 +290,7 @@ def main() -> int:
     dev = torch.device("cpu" if args.dry else "cuda")
     # correctness of the vlq-layout kernels in bf16 and every group size (PTX unpack included)
     for dtype in (torch.float16,) if args.dry else (torch.float16, torch.bfloat16):
-        for group in (32, 64, 128):
+        for group in CHECK_GROUPS:
             w = _rand_awq(512, 256, dtype, dev, group)
             r = _repacked(w)
             ref_w = dequantize_awq(w["qweight"], w["qzeros"], w["scales"], group).float()
@@ -380,18 +388,43 @@ def main() -> int:
             f"{s['best']}"
         )
     if args.write_table:
-        write_table(args.write_table, summary)
+        write_table(args.write_table, summary, merge=args.merge_table)
     print(f"sweep done in {time.time() - t0:.0f}s", flush=True)
     return 0
 
 
-def write_table(path, summary):
-    """`vlq.kernels.tuned`: the fastest config that passed the check, per (K, N, M)."""
+ENTRY = re.compile(r"^        (\d+): RpConfig\(.*$")
+SHAPE = re.compile(r"^    \((\d+), (\d+)\): \{$")
+
+
+def table_lines(path):
+    """The entry lines of an existing `vlq.kernels.tuned` file, by (K, N) and M."""
+    lines, shape = {}, None
+    with open(path) as f:
+        for line in f.read().splitlines():
+            if SHAPE.match(line):
+                shape = tuple(int(v) for v in SHAPE.match(line).groups())
+            elif shape and ENTRY.match(line):
+                lines[(*shape, int(ENTRY.match(line).group(1)))] = line
+    return lines
+
+
+def table_device(path):
+    """The device an existing `vlq.kernels.tuned` file was measured on."""
+    with open(path) as f:
+        match = re.search(r"^DEVICE = '(.*)'$", f.read(), re.M)
+    return match.group(1) if match else "unknown device"
+
+
+def write_table(path, summary, merge=False):
+    """`vlq.kernels.tuned`: the fastest config that passed the check, per (K, N, M); with `merge`,
+    the file's earlier entries for points this run did not sweep stay as they were."""
     from vlq.kernels.triton_w4a16 import RpConfig
 
     default = RpConfig()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (dry run)"
-    table = {}
+    entries, earlier = (table_lines(path), table_device(path)) if merge and os.path.exists(path) else ({}, None)
+    kept = set(entries)
     for s in summary:
         if s["best"] is None:
             continue
@@ -401,13 +434,19 @@ def write_table(path, summary):
             for f in dataclasses.fields(cfg)
             if getattr(cfg, f.name) != getattr(default, f.name)
         )
-        table.setdefault((s["k"], s["n"]), []).append(
+        key = (s["k"], s["n"], s["m"])
+        kept.discard(key)
+        entries[key] = (
             f"        {s['m']}: RpConfig({fields}),  # {s['best_us']:.1f} us; fp16 {s['fp16_us']:.1f}, "
             f"AWQ-layout kernels {s['current_us']:.1f}"
         )
+    provenance = f"measured them on {device} ({time.strftime('%Y-%m-%d')}, fp16, group {GROUP})."
+    if kept:
+        old_ms = sorted({m for _, _, m in kept})
+        provenance += f" Entries for M = {', '.join(map(str, old_ms))} are kept from the earlier table ({earlier})."
     lines = [
         '"""Fastest vlq-layout settings per (K, N) and token count, as `benchmarks/gemm_sweep.py --write-table`',
-        f"measured them on {device} ({time.strftime('%Y-%m-%d')}, fp16, group {GROUP}).",
+        *textwrap.wrap(provenance, 100),
         "",
         "`pick_rp_config` takes the entry of the smallest swept token count >= M; other shapes use",
         "`heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.",
@@ -418,9 +457,9 @@ def write_table(path, summary):
         f"DEVICE = {device!r}",
         "TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {",
     ]
-    for (k, n), rows in table.items():
-        lines.append(f"    ({k}, {n}): {{")
-        lines += rows
+    for shape in dict.fromkeys((k, n) for k, n, _ in entries):
+        lines.append(f"    ({shape[0]}, {shape[1]}): {{")
+        lines += [entries[key] for key in sorted(key for key in entries if key[:2] == shape)]
         lines.append("    },")
     lines.append("}")
     with open(path, "w") as f:

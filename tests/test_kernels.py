@@ -346,6 +346,8 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
         # rp folded (zero and scale after the dot): one token, then odd M with split-K 3
         (1, 512, 40, RpConfig(block_m=16, block_n=32, fold=True)),
         (19, 1024, 72, RpConfig(block_m=16, block_n=16, split_k=3, fold=True)),
+        # rp: 5 blocks asked in 4 slices: shares of 2 make 3 slices (a 4th would be empty)
+        (37, 1280, 24, RpConfig(block_m=32, block_n=16, split_k=4)),
         # gemv: one token, odd N over a partial row tile, 3 blocks in steps of 2 (the last step half empty)
         (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2)),
         (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2, half_sums=True)),
@@ -407,6 +409,15 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
     }
     assert set(built) == expected
     assert all(int(size) > 10_000 for size in built.values())
+
+
+def test_split_k_never_leaves_a_slice_empty():
+    """`w4a16_rp_kernel` assumes every K slice has a step (`tl.assume`); `nonempty_split` gives at
+    most the slices asked for, equal shares as `_k_slice` cuts them, each with a step."""
+    for steps, wanted in itertools.product(range(1, 70), range(1, 20)):
+        split = triton_kernels.nonempty_split(steps, wanted)
+        per_split = -(-steps // split)
+        assert 1 <= split <= wanted and (split - 1) * per_split < steps <= split * per_split
 
 
 def test_pick_rp_config_uses_the_table_then_the_heuristic():
