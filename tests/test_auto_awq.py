@@ -65,6 +65,20 @@ def test_quantized_folder_loads_and_stays_close_to_16bit(tiny_llava, quantized_l
     assert generated.shape[1] == ids.shape[1] + 5
 
 
+def test_cpu_inference_computes_a_float16_checkpoint_in_float32(quantized_llava):
+    """On the CPU `auto` means float32 for a float16 checkpoint (fp16 matmuls crawl on most CPUs);
+    an explicit float16 is kept, and a quantized model's float16 scales feed float32 activations."""
+    from vlq.reference import reference_model_dir
+
+    assert json.loads((reference_model_dir() / "config.json").read_text())["dtype"] == "float16"
+    auto = load_vlm(reference_model_dir(), device="cpu").model
+    assert {p.dtype for p in auto.parameters()} == {torch.float32}
+    asked = load_vlm(reference_model_dir(), device="cpu", dtype="float16").model
+    assert {p.dtype for p in asked.parameters()} == {torch.float16}
+    down = load_vlm(quantized_llava.output_dir, device="cpu").model.model.language_model.layers[1].mlp.down_proj
+    assert down.scales.dtype == torch.float16 and down(torch.randn(2, down.in_features)).dtype == torch.float32
+
+
 def test_batch_size_does_not_change_the_weights(tiny_llava, tmp_path):
     one = auto_awq(_options(tiny_llava, tmp_path / "bs1", batch_size=1, search_scale=True))
     four = auto_awq(_options(tiny_llava, tmp_path / "bs4", batch_size=4, search_scale=True))

@@ -135,6 +135,11 @@ def test_an_interrupted_run_resumes_from_its_cache(synth, tmp_path):
     fourth = FakeRunner()
     evaluate_mmbench(options("fake-model", synth, tmp_path, batch_size=3, max_new_tokens=5), runner=fourth)
     assert len(fourth.asked) == total
+    # nor another kind of device, which decides the compute dtype of `--dtype auto`
+    fifth = FakeRunner()
+    on_gpu = MmbenchOptions(model="fake-model", data=str(synth), out=str(tmp_path), device="cuda", batch_size=3)
+    evaluate_mmbench(on_gpu, runner=fifth)
+    assert len(fifth.asked) == total
 
 
 def _predictions_file(synth, path, right: bool):

@@ -1,6 +1,6 @@
 """vlq: make vision-language models small and fast without losing accuracy."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 
 def load_quantized(path, device: str = "auto"):

@@ -358,7 +358,9 @@ def eval_mmbench_command(
         help="Fail (exit 4) when circular Overall drops more than this many points below --baseline.",
     ),
     device: str = typer.Option("auto", help="auto, cuda, cuda:N or cpu."),
-    dtype: str = typer.Option("auto", help="auto (the checkpoint's), float16 or bfloat16."),
+    dtype: str = typer.Option(
+        "auto", help="auto (the checkpoint's; float32 for a float16 one on the CPU), float16 or bfloat16."
+    ),
     vit_backend: str = typer.Option("torch", help="Image encoder: torch, onnxruntime or tensorrt (needs --vit-dir)."),
     vit_dir: Path = typer.Option(None, "--vit-dir", help="Folder written by vlq export-vit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
@@ -441,7 +443,9 @@ def eval_ppl_command(
         None, "--max-windows", help="Stop after this many windows (quick checks)."
     ),
     device: str = typer.Option("auto", help="auto, cuda, cuda:N or cpu."),
-    dtype: str = typer.Option("auto", help="auto (the checkpoint's), float16 or bfloat16."),
+    dtype: str = typer.Option(
+        "auto", help="auto (the checkpoint's; float32 for a float16 one on the CPU), float16 or bfloat16."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the perplexity."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -279,6 +279,8 @@ def _from_model(
     data = load_mcq_tsv(options.data)
     rows = limit_questions(data.rows, options.limit)
     _check_gate_possible(options, rows, str(data.path))
+    from vlq.loading import inference_device
+
     settings = {
         "model": model_fingerprint(options.model),
         "data_md5": data.md5,
@@ -286,6 +288,9 @@ def _from_model(
         "kv_bits": options.kv_bits,
         "max_new_tokens": options.max_new_tokens if options.mode == "generate" else None,
         "dtype": options.dtype,
+        # with the checkpoint (fingerprinted above) the device kind fixes the compute dtype:
+        # `auto` computes a float16 checkpoint in float32 on the CPU
+        "device": inference_device(options.device).type,
     }
     name = data.path.stem
     key = settings_key(settings)
