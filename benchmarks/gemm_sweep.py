@@ -402,10 +402,10 @@ def table_lines(path):
     lines, shape = {}, None
     with open(path) as f:
         for line in f.read().splitlines():
-            if SHAPE.match(line):
-                shape = tuple(int(v) for v in SHAPE.match(line).groups())
-            elif shape and ENTRY.match(line):
-                lines[(*shape, int(ENTRY.match(line).group(1)))] = line
+            if found := SHAPE.match(line):
+                shape = tuple(int(v) for v in found.groups())
+            elif shape and (entry := ENTRY.match(line)):
+                lines[(*shape, int(entry.group(1)))] = line
     return lines
 
 

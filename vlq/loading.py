@@ -20,7 +20,7 @@ from vlq.awq.config import AwqQuantizationConfig
 from vlq.errors import InputError
 from vlq.kernels.branched import to_int4
 from vlq.models.base import Family
-from vlq.models.loading import _auto_class, read_config, resolve_model_dir, torch_dtype
+from vlq.models.loading import _auto_class, read_config, resolve_device, resolve_model_dir, torch_dtype
 from vlq.models.registry import detect_family, family_for_config
 
 
@@ -96,13 +96,6 @@ class LoadedVlm:
     folder: Path
 
 
-def inference_device(device: str) -> torch.device:
-    """Where `load_vlm` puts a model: `auto` is the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_vlm(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedVlm:
     """A 16-bit or AutoAWQ 4-bit checkpoint, ready for generation on `device`; dtype `auto` is the
     checkpoint's, except float32 in place of float16 on the CPU."""
@@ -119,7 +112,7 @@ def load_vlm(path: str | Path, device: str = "auto", dtype: str = "auto") -> Loa
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
     family = family_for_config(config)
     loader = _auto_class(family, raw)
-    target = inference_device(device)
+    target = resolve_device(device)
     dtype_ = torch_dtype(dtype, raw)
     if dtype == "auto" and target.type == "cpu" and dtype_ == torch.float16:
         # CPUs without native fp16 matrix units run fp16 matmuls far slower than fp32 (a

@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vlq import __version__
 from vlq.awq.partial import STATE_NAME as PARTIAL_STATE
 from vlq.awq.partial import partial_dir
@@ -40,6 +38,7 @@ from vlq.awq.pipeline import REPORT_NAME, AutoAwqOptions, auto_awq
 from vlq.errors import GateFailed, InputError, UsageError, require_packages
 from vlq.eval.mmbench import MmbenchOptions, evaluate_mmbench
 from vlq.eval.scoring import apply_gate, compare_runs, gate_failure
+from vlq.models.loading import resolve_device
 from vlq.output import atomic_dir, write_json
 from vlq.recipe import REFERENCE, STAGES, SYNTHETIC_DATA, TINY_PREFIX, Recipe
 
@@ -527,7 +526,7 @@ def _resolved(settings: dict) -> dict:
     """`device: auto` as what it means on this machine, so `auto` and `cpu` on a CPU box are the same run."""
     if settings.get("device") != "auto":
         return settings
-    return {**settings, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {**settings, "device": resolve_device("auto").type}
 
 
 def _complete(stage: Stage, ctx: RunContext, record: dict) -> bool:

@@ -45,7 +45,7 @@ from vlq.calib.data import calibration_samples
 from vlq.calib.stream import LayerPrefetcher, StreamedModel, open_streamed
 from vlq.errors import UsageError
 from vlq.models.base import Family, get_module, resolve_groups
-from vlq.models.loading import load_source_model, read_config
+from vlq.models.loading import load_source_model, read_config, resolve_device
 from vlq.output import atomic_dir, check_work_dir, copy_side_files, write_json
 
 SUPPORTED_BITS = (4,)
@@ -133,11 +133,9 @@ class AutoAwqResult:
 
 
 def compute_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def compute_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:

@@ -279,7 +279,7 @@ def _from_model(
     data = load_mcq_tsv(options.data)
     rows = limit_questions(data.rows, options.limit)
     _check_gate_possible(options, rows, str(data.path))
-    from vlq.loading import inference_device
+    from vlq.models.loading import resolve_device
 
     settings = {
         "model": model_fingerprint(options.model),
@@ -290,7 +290,7 @@ def _from_model(
         "dtype": options.dtype,
         # with the checkpoint (fingerprinted above) the device kind fixes the compute dtype:
         # `auto` computes a float16 checkpoint in float32 on the CPU
-        "device": inference_device(options.device).type,
+        "device": resolve_device(options.device).type,
     }
     name = data.path.stem
     key = settings_key(settings)

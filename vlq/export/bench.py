@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vlq.errors import InputError, UsageError
-from vlq.export.exporter import DTYPES, ExportOptions, _device, export_vit
+from vlq.export.exporter import DTYPES, ExportOptions, export_vit
 from vlq.export.manifest import ENGINE_FILE, ONNX_FILE, read_manifest
 from vlq.export.paths import Case, Inputs, Runner, VisionPath, vision_path
 from vlq.export.profile import Profile
@@ -135,7 +135,7 @@ def bench_vit(
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype}: use fp32 or fp16")
     on_stage(f"loading {model}")
-    loaded = load_vlm(model, _device(device), DTYPES[dtype])
+    loaded = load_vlm(model, device, DTYPES[dtype])
     path = vision_path(loaded)
     side = image_size or (448 if path.kind == "qwen2_vl" else None)
     with tempfile.TemporaryDirectory(prefix="vlq-bench-vit-") as tmp:

@@ -217,12 +217,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return names[dtype]
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def export_vit(
     options: ExportOptions,
     on_stage: Callable[[str], None] = lambda stage: None,
@@ -241,7 +235,7 @@ def export_vit(
 
     if loaded is None:
         on_stage(f"loading {options.model}")
-        loaded = load_vlm(options.model, _device(options.device), DTYPES[options.dtype])
+        loaded = load_vlm(options.model, options.device, DTYPES[options.dtype])
     path = vision_path(loaded)
     profile = path.profile(options.max_batch, options.opt_batch, image_sizes)
     cases = path.parity_cases(profile)

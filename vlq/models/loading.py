@@ -16,6 +16,13 @@ from vlq.models.registry import detect_family, family_for_config
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the GPU when there is one, else the CPU; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def resolve_model_dir(model: str) -> Path:
     """A local checkpoint folder for `model`: the folder itself, or a hub snapshot when online."""
     path = Path(model).expanduser()
