@@ -142,6 +142,11 @@ def test_an_interrupted_run_resumes_from_its_cache(synth, tmp_path):
     assert len(fifth.asked) == total
 
 
+def test_an_unknown_device_is_a_usage_error(synth, tmp_path):
+    result = cli("eval", "mmbench", "fake-model", "--data", synth, "--out", tmp_path, "--device", "gpu")
+    assert result.exit_code == 2 and "--device gpu: use auto, cpu, cuda or cuda:N" in result.output
+
+
 def _predictions_file(synth, path, right: bool):
     data = load_mcq_tsv(synth)
 

@@ -17,10 +17,13 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is the GPU when there is one, else the CPU; any other name as given."""
+    """`auto` is the GPU when there is one, else the CPU; any other name as torch reads it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
 
 
 def resolve_model_dir(model: str) -> Path:
