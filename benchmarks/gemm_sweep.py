@@ -95,13 +95,23 @@ def prefill_candidates(m):
 
     splits = (1, 2, 3, 4) if m <= 1024 else (1, 2)
     out = []
-    for bm, bn, warps in ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 4), (128, 128, 8)):
+    # (tokens, weight rows, warps): a pipeline stage of a 256-wide K step holds the activation
+    # tile and the words, so 128 x 256 fits Hopper's shared memory with two stages only
+    tiles = ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 4), (128, 128, 8), (64, 256, 8), (128, 256, 8))
+    for bm, bn, warps in tiles:
         if bm > 2 * m or (m >= 128 and bm < 64):
             continue
-        for stages in (2, 3):
-            out += [RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages) for split in splits]
+        stage_counts = (2,) if bm * bn > 128 * 128 else (2, 3)
+        for stages in stage_counts:
+            out += [
+                RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stages)
+                for split in splits
+            ]
         if m <= 256:  # folded (zero off the codes, scale after a dot per group)
-            out += [RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, fold=True) for split in splits]
+            out += [
+                RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stage_counts[-1], fold=True)
+                for split in splits
+            ]
     if m >= 128:
         for chunk in (0, 16, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))
@@ -137,8 +147,8 @@ def _rand_awq(k, n, dtype, device, group=GROUP):
 def _repacked(w):
     from vlq.kernels.repack import repack_awq
 
-    rq, rz = repack_awq(w["qweight"], w["qzeros"])
-    return {"qweight": rq, "qzeros": rz, "scales": w["scales"]}
+    rq, rz = repack_awq(w["qweight"], w["qzeros"], w["scales"])
+    return {"qweight": rq, "qzeros": rz}
 
 
 def compile_worker(tasks):
@@ -156,7 +166,7 @@ def compile_worker(tasks):
         try:
             if kind == "rp":
                 x = torch.randn(3, 512, device=dev, dtype=dtype)
-                run_rp(x, r["qweight"], r["qzeros"], r["scales"], group, payload)
+                run_rp(x, r["qweight"], r["qzeros"], group, payload)
             else:  # the AWQ-layout dispatch (`current`) at (tokens, K, N) = payload
                 m, k, n = payload
                 if (k, n) not in cache:
@@ -296,7 +306,7 @@ def main() -> int:
             ref_w = dequantize_awq(w["qweight"], w["qzeros"], w["scales"], group).float()
             for cfg in checks:
                 x = torch.randn(3, 512, device=dev, dtype=dtype)
-                out = run_rp(x, r["qweight"], r["qzeros"], r["scales"], group, cfg)
+                out = run_rp(x, r["qweight"], r["qzeros"], group, cfg)
                 ref = x.float() @ ref_w
                 err = ((out.float() - ref).norm() / ref.norm()).item()
                 if not err < (2e-3 if dtype == torch.float16 else 1e-2):
@@ -335,7 +345,7 @@ def main() -> int:
                 if cfg.kernel != "deq" and cfg.split_k > max(1, k // 256):
                     continue
                 try:
-                    out = run_rp(x, rsets[0]["qweight"], rsets[0]["qzeros"], rsets[0]["scales"], GROUP, cfg)
+                    out = run_rp(x, rsets[0]["qweight"], rsets[0]["qzeros"], GROUP, cfg)
                     err = ((out.float() - ref).norm() / ref.norm()).item()
                     if not err < 3e-3:
                         print("BAD", k, n, m, cfg, err, flush=True)
@@ -343,7 +353,7 @@ def main() -> int:
                     us = graph_time_us(
                         [
                             lambda r=r, x=x, cfg=cfg: run_rp(
-                                x, r["qweight"], r["qzeros"], r["scales"], GROUP, cfg
+                                x, r["qweight"], r["qzeros"], GROUP, cfg
                             )
                             for r in rsets
                         ]

@@ -23,17 +23,16 @@ TRITON_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 SCALE = TRITON_DTYPES[SCALE_DTYPE]  # the KV cache's scales and zeros
 
 
-def signature(kernel, dtype: str, zeros: str, out: str) -> dict[str, str]:
-    """Argument types by name: activations and scales in `dtype`, the output in `out`, codes and ints int32."""
+def signature(kernel, dtype: str, out: str) -> dict[str, str]:
+    """Argument types by name: activations and scales in `dtype`, the output in `out`, codes (zeros
+    and vlq's scale-and-zero words too) and ints int32."""
     types = {}
     for param in kernel.params:
         if param.is_constexpr:
             continue
         name = param.name
-        if name == "qweight_ptr":
+        if name in ("qweight_ptr", "qzeros_ptr", "scale_zeros_ptr"):
             types[name] = "*i32"
-        elif name in ("zeros_ptr", "qzeros_ptr"):
-            types[name] = zeros
         elif name == "out_ptr":
             types[name] = f"*{out}"
         elif name.endswith("_ptr"):
@@ -43,13 +42,13 @@ def signature(kernel, dtype: str, zeros: str, out: str) -> dict[str, str]:
     return types
 
 
-def compile_variant(kernel, torch_dtype, zeros: str, num_warps: int = 4, **constexprs) -> int:
+def compile_variant(kernel, torch_dtype, num_warps: int = 4, **constexprs) -> int:
     """Compile one specialization for sm_90; the size of its cubin."""
     constexprs = {"MAGIC": kernels._MAGIC[torch_dtype], **constexprs}
     dtype = TRITON_DTYPES[torch_dtype]
     # split-K partials of bf16 add into an fp32 buffer, as the launchers allocate it
     out = "fp32" if constexprs.get("ATOMIC") and torch_dtype == torch.bfloat16 else dtype
-    types = signature(kernel, dtype, zeros, out)
+    types = signature(kernel, dtype, out)
     types.update({name: "constexpr" for name in constexprs})
     source = ASTSource(fn=kernel, signature=types, constexprs=constexprs)
     compiled = triton.compile(source, target=HOPPER, options={"num_warps": num_warps, "num_stages": 3})
@@ -61,36 +60,32 @@ def main() -> None:
         name = TRITON_DTYPES[dtype]
         for atomic in (False, True):
             variants = {
-                "rp": (kernels.w4a16_rp_kernel, "*u8", dict(GROUP=128, BLOCK_M=16, BLOCK_N=64, FOLD=False, USE_PTX=True)),
+                "rp": (kernels.w4a16_rp_kernel, dict(GROUP=128, BLOCK_M=16, BLOCK_N=64, FOLD=False, USE_PTX=True)),
                 "rp_fold": (
                     kernels.w4a16_rp_kernel,
-                    "*u8",
                     dict(GROUP=64, BLOCK_M=16, BLOCK_N=64, FOLD=True, USE_PTX=True),
                 ),
                 "gemv": (
                     kernels.w4a16_gemv_kernel,
-                    "*u8",
                     dict(GROUP=64, BLOCK_M=2, BLOCK_N=16, BLOCKS_PER_STEP=2, HALF_SUMS=True, USE_PTX=True),
                 ),
                 "tiled": (
                     kernels.w4a16_gemm_kernel,
-                    "*i32",
                     dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8),
                 ),
                 "decode": (
                     kernels.w4a16_decode_kernel,
-                    "*i32",
                     dict(BLOCK_T=16, BLOCK_P=8, BLOCK_K=64, USE_PTX=True),
                 ),
             }
-            for label, (kernel, zeros, constexprs) in variants.items():
-                size = compile_variant(kernel, dtype, zeros, ATOMIC=atomic, **constexprs)
+            for label, (kernel, constexprs) in variants.items():
+                size = compile_variant(kernel, dtype, ATOMIC=atomic, **constexprs)
                 print(f"{label}-{name}-{'atomic' if atomic else 'store'} {size}", flush=True)
         size = compile_variant(
-            kernels.rp_dequantize_kernel, dtype, "*u8", GROUP=32, BLOCK_N=32, USE_PTX=True
+            kernels.rp_dequantize_kernel, dtype, GROUP=32, BLOCK_N=32, USE_PTX=True
         )
         print(f"rp_dequantize-{name} {size}", flush=True)
-        size = compile_variant(kernels.awq_dequantize_kernel, dtype, "*i32", BLOCK_K=32, BLOCK_N=128)
+        size = compile_variant(kernels.awq_dequantize_kernel, dtype, BLOCK_K=32, BLOCK_N=128)
         print(f"awq_dequantize-{name} {size}", flush=True)
         for bits in (8, 4):
             print(f"kv{bits}-{name} {compile_kv(dtype, bits)}", flush=True)

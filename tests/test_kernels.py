@@ -298,7 +298,8 @@ def test_bench_option_parsing():
 
     assert parse_shapes("4096x11008, 8192X28672") == [(4096, 11008), (8192, 28672)]
     assert parse_ms("1,16,4096") == [1, 16, 4096]
-    assert bits_per_weight(128) == pytest.approx(4.15625)
+    assert bits_per_weight(128) == pytest.approx(4.15625)  # AutoAWQ's layout: fp16 scale, 4-bit zero
+    assert bits_per_weight(128, k=4096) == pytest.approx(4.25)  # vlq's: one 32-bit word per group
     for bad in ("4096", "4096x11", "ax8"):
         with pytest.raises(UsageError):
             parse_shapes(bad)
@@ -308,21 +309,23 @@ def test_bench_option_parsing():
 
 # --- vlq's load-time layout (`vlq.kernels.repack`) and the kernels that read it ---
 
-from vlq.kernels.repack import is_repacked, repack_awq, unrepack  # noqa: E402
+from vlq.kernels.repack import is_repacked, repack_awq, scales_view, unrepack, words_for  # noqa: E402
 
 RpConfig = triton_kernels.RpConfig
 
 
 def repacked_tensors(k: int, n: int, group_size: int, dtype: torch.dtype, seed: int = 0):
     t = awq_tensors(k, n, group_size, dtype, seed)
-    qweight, qzeros = repack_awq(t["qweight"], t["qzeros"])
-    return t, {"qweight": qweight, "qzeros": qzeros, "scales": t["scales"]}
+    qweight, qzeros = repack_awq(t["qweight"], t["qzeros"], t["scales"])
+    return t, {"qweight": qweight, "qzeros": qzeros, "scales": scales_view(qzeros, dtype)}
 
 
 @pytest.mark.parametrize("group_size", [32, 64, 128, 256])
 def test_repack_round_trips_and_reads_the_same_weight(group_size):
     t, r = repacked_tensors(512, 72, group_size, torch.float16)
-    assert is_repacked(r["qzeros"]) and r["qweight"].shape == (72, 64)
+    assert is_repacked(r["qzeros"]) and r["qweight"].shape == (72, 64) and r["qzeros"].shape == (512 // group_size, 72)
+    assert torch.equal(r["scales"], t["scales"])  # a view of the words' low halves
+    assert r["scales"].untyped_storage().data_ptr() == r["qzeros"].untyped_storage().data_ptr()
     back = unrepack(r["qweight"], r["qzeros"])
     assert torch.equal(back[0], t["qweight"]) and torch.equal(back[1], t["qzeros"])
     x = torch.randn(3, 512, dtype=torch.float16).to(DEVICE)
@@ -361,10 +364,9 @@ def test_fused_kernels_match_reference(dtype, group_size, m, k, n, config):
     """`w4a16_rp_kernel` and `w4a16_gemv_kernel` over vlq's layout against the float64 reference."""
     t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=m)
     # the first n output rows (AutoAWQ packing needs N % 8 == 0; the vlq layout does not)
-    rows = {"qweight": r["qweight"][:n], "qzeros": r["qzeros"][:, :n], "scales": r["scales"][:, :n]}
-    rows = {name: value.contiguous() for name, value in rows.items()}
+    qweight, words = r["qweight"][:n].contiguous(), r["qzeros"][:, :n].contiguous()
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
-    out = triton_kernels.run_rp(x, rows["qweight"], rows["qzeros"], rows["scales"], group_size, config)
+    out = triton_kernels.run_rp(x, qweight, words, group_size, config)
     assert out.shape == (m, n) and out.dtype == dtype
     tolerance = 2e-3 if dtype == torch.float16 else 1e-2
     assert rel_error(out, exact_reference(x, t, group_size)[:, :n]) < tolerance
@@ -374,11 +376,11 @@ def test_fused_kernels_match_reference(dtype, group_size, m, k, n, config):
 @pytest.mark.parametrize("group_size", [32, 128])
 def test_rp_dequantize_is_exact_and_chunks_agree(dtype, group_size):
     t, r = repacked_tensors(2048, 264, group_size, dtype)
-    dense = triton_kernels.rp_dequantize(r["qweight"], r["qzeros"], r["scales"], group_size, dtype)
+    dense = triton_kernels.rp_dequantize(r["qweight"], r["qzeros"], group_size, dtype)
     assert torch.equal(dense.t(), dequantize_awq(t["qweight"], t["qzeros"], t["scales"], group_size))
     x = torch.randn(5, 2048, dtype=dtype, device=DEVICE)
-    whole = triton_kernels.rp_dequant_matmul(x, *r.values(), group_size, chunk_mb=0)
-    chunked = triton_kernels.rp_dequant_matmul(x, *r.values(), group_size, chunk_mb=1)  # 256-row chunks
+    whole = triton_kernels.rp_dequant_matmul(x, r["qweight"], r["qzeros"], group_size, chunk_mb=0)
+    chunked = triton_kernels.rp_dequant_matmul(x, r["qweight"], r["qzeros"], group_size, chunk_mb=1)  # 256-row chunks
     torch.testing.assert_close(chunked, whole)
 
 
@@ -475,15 +477,31 @@ def test_awq_linear_repack_keeps_state_dict_and_outputs():
     before = {name: v.clone() for name, v in layer.state_dict().items()}
     x = torch.randn(3, 512, dtype=torch.float16)
     expected = layer(x)
-    layer.qweight, layer.qzeros = repack_awq(layer.qweight, layer.qzeros)  # what a CUDA forward does
+    repack(layer)  # what a CUDA forward does
     saved = layer.state_dict()
-    assert all(torch.equal(saved[name], before[name]) for name in before)
+    assert all(torch.equal(saved[name], before[name]) and saved[name].is_contiguous() for name in before)
     assert torch.equal(layer.awq_tensors()["qweight"], before["qweight"])
     layer.load_state_dict(before)  # loading into a repacked module restores AutoAWQ's shapes
-    assert not is_repacked(layer.qzeros)
-    layer.qweight, layer.qzeros = repack_awq(layer.qweight, layer.qzeros)
+    assert not is_repacked(layer.qzeros) and layer.scales.is_contiguous()
+    repack(layer)
     torch.testing.assert_close(layer(x), expected)  # a CPU forward turns the layout back
     assert not is_repacked(layer.qzeros)
+
+
+def repack(layer: AwqLinear) -> None:
+    layer.qweight, layer.qzeros = repack_awq(layer.qweight, layer.qzeros, layer.scales)
+    layer.scales = scales_view(layer.qzeros, layer.scales.dtype)
+
+
+def test_scale_zero_words_follow_the_scales():
+    """The scales are the truth: a cast or move gives the module new scales beside the old words,
+    and `words_for` then makes words with the new scales' bits and the old zeros."""
+    t, r = repacked_tensors(256, 16, 64, torch.float16)
+    assert words_for(r["qzeros"], r["scales"]) is r["qzeros"]
+    bf16 = t["scales"].to(torch.bfloat16)
+    words = words_for(r["qzeros"], bf16)
+    assert words is not r["qzeros"] and torch.equal(scales_view(words, torch.bfloat16), bf16)
+    assert torch.equal(unrepack(r["qweight"], words)[1], t["qzeros"])
 
 
 @needs_cuda
@@ -500,3 +518,28 @@ def test_cuda_awq_linear_repacks_and_matches_reference(dtype, m, k, n):
     out = layer(x)
     assert is_repacked(layer.qzeros)
     assert rel_error(out, exact_reference(x, t, 128)) < (2e-3 if dtype == torch.float16 else 1e-2)
+
+
+@needs_cuda
+def test_cuda_awq_linear_stays_right_after_a_cast_and_a_move():
+    """A repacked module cast with `.to(bf16)` converts its scales apart from the words; the next
+    forward must use the new scales (fresh words), and a move to the CPU must still give the
+    reference there."""
+    t = awq_tensors(512, 64, 128, torch.float16)
+    layer = AwqLinear(512, 64, 128, bias=False, dtype=torch.float16, device="meta")
+    for name, value in t.items():
+        setattr(layer, name, value)
+    x = torch.randn(5, 512, device=DEVICE, dtype=torch.float16)
+    layer(x)
+    assert is_repacked(layer.qzeros)
+    layer.to(torch.bfloat16)
+    assert layer.scales.dtype == torch.bfloat16
+    out = layer(x.to(torch.bfloat16))
+    ref = {**t, "scales": t["scales"].to(torch.bfloat16)}
+    assert rel_error(out, exact_reference(x.to(torch.bfloat16), ref, 128)) < 1e-2
+    assert layer.scales.untyped_storage().data_ptr() == layer.qzeros.untyped_storage().data_ptr()
+    layer.to("cpu")
+    out = layer(x.cpu().to(torch.bfloat16))
+    assert not is_repacked(layer.qzeros)
+    cpu_ref = {name: value.cpu() for name, value in ref.items()}
+    assert rel_error(out, exact_reference(x.cpu().to(torch.bfloat16), cpu_ref, 128)) < 1e-2

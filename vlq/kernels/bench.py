@@ -179,10 +179,11 @@ def measure_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:
 
 def bits_per_weight(group_size: int, k: int | None = None) -> float:
     """Stored bits per weight: 4-bit codes plus, per group, an fp16 scale and a zero point (4 bits
-    in AutoAWQ's layout, one byte in vlq's load-time layout when a K of `k` fits it)."""
+    in AutoAWQ's layout; in vlq's load-time layout, when a K of `k` fits it, scale and zero share a
+    32-bit word)."""
     from vlq.kernels.repack import repackable
 
-    zero_bits = 8 if k is not None and repackable(k, group_size) else 4
+    zero_bits = 16 if k is not None and repackable(k, group_size) else 4
     return 4 + (16 + zero_bits) / group_size
 
 
@@ -231,12 +232,12 @@ def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.devic
 
 
 def _load_time_layout(w: dict, k: int, group_size: int) -> dict:
-    from vlq.kernels.repack import repack_awq, repackable
+    from vlq.kernels.repack import repack_awq, repackable, scales_view
 
     if not repackable(k, group_size):
         return w
-    qweight, qzeros = repack_awq(w["qweight"], w["qzeros"])
-    return {"qweight": qweight, "qzeros": qzeros, "scales": w["scales"]}
+    qweight, qzeros = repack_awq(w["qweight"], w["qzeros"], w["scales"])
+    return {"qweight": qweight, "qzeros": qzeros, "scales": scales_view(qzeros, w["scales"].dtype)}
 
 
 # Rounds per (shape, M) point: each times vlq, fp16 and AutoAWQ once, in a rotated order.

@@ -9,6 +9,7 @@ graph and replayed; the tokens/s it gives are bound by the GPU work of the step.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -50,13 +51,15 @@ def quantize_decoder_linears(model: nn.Module, group_size: int = 128) -> int:
 
 
 def linear_weight_bytes(model: nn.Module) -> int:
-    """Bytes held by the decoder layers' linear weights (packed tensors for AwqLinear)."""
-    total = 0
+    """Bytes the decoder layers' linear weights hold in memory, in the layout they are in now
+    (AwqLinear's load-time layout once it has run on CUDA); tensors sharing storage count once."""
+    storages = {}
     for layer in model.model.layers:
         for path in DECODER_LINEARS:
             module = layer.get_submodule(path)
-            total += sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    return total
+            for t in itertools.chain(module.parameters(), module.buffers()):
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values())
 
 
 class StaticLlamaDecoder:

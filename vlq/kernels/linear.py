@@ -8,7 +8,7 @@ from torch import nn
 from vlq.awq.pack import CODES_PER_INT32, pack_awq
 from vlq.awq.quantize import QuantizedWeight
 from vlq.kernels.matmul import w4a16_backend, w4a16_matmul
-from vlq.kernels.repack import is_repacked, repack_awq, repackable, unrepack
+from vlq.kernels.repack import is_repacked, repack_awq, repackable, scales_view, unrepack, words_for
 
 
 class AwqLinear(nn.Module):
@@ -17,11 +17,11 @@ class AwqLinear(nn.Module):
     Buffers: `qweight` int32 [in, out/8], `qzeros` int32 [in/group, out/8], `scales`
     [in/group, out], optional `bias` [out].
 
-    Load-time repack: the first forward that runs the Triton kernels rewrites `qweight` and
-    `qzeros` in place into vlq's layout (`vlq.kernels.repack`: `qweight` [out, in/8], `qzeros`
-    uint8 [in/group, out]), which the fast kernels read; the same bits, so memory stays at about
-    4.2 bits per weight. `state_dict()` still gives AutoAWQ's tensors, loading one restores
-    them, and a forward on the CPU turns the layout back (`awq_tensors()` reads it either way).
+    Load-time repack: the first forward that runs the Triton kernels rewrites the buffers in place
+    into vlq's layout (`vlq.kernels.repack`: `qweight` [out, in/8], `qzeros` uint32 [in/group, out]
+    words of scale and zero, `scales` a view of them), which the fast kernels read: 4.25 bits per
+    weight at group 128. `state_dict()` still gives AutoAWQ's tensors, loading one restores them,
+    and a forward on the CPU turns the layout back (`awq_tensors()` reads it either way).
     """
 
     def __init__(
@@ -68,28 +68,44 @@ class AwqLinear(nn.Module):
 
     def awq_tensors(self) -> dict[str, torch.Tensor]:
         """AutoAWQ's `qweight`, `qzeros`, `scales`, whichever layout the module holds now."""
-        qweight, qzeros = self.qweight, self.qzeros
+        qweight, qzeros, scales = self.qweight, self.qzeros, self.scales
         if is_repacked(qzeros):
             qweight, qzeros = unrepack(qweight, qzeros)
-        return {"qweight": qweight, "qzeros": qzeros, "scales": self.scales}
+            scales = scales.contiguous()
+        return {"qweight": qweight, "qzeros": qzeros, "scales": scales}
 
     def _set_layout(self, x: torch.Tensor) -> None:
         """Repack for the Triton kernels when `x` will run them; back to AutoAWQ's layout otherwise."""
-        fast = w4a16_backend(x, self.group_size) == "triton" and repackable(self.in_features, self.group_size)
-        if fast != is_repacked(self.qzeros) and self.qweight.device == x.device:
-            convert = repack_awq if fast else unrepack
-            self.qweight, self.qzeros = convert(self.qweight, self.qzeros)
+        if self.qweight.device != x.device:
+            return
+        fast = (
+            w4a16_backend(x, self.group_size) == "triton"
+            and repackable(self.in_features, self.group_size)
+            and self.scales.dtype == x.dtype
+        )
+        if fast and not is_repacked(self.qzeros):
+            self.qweight, self.qzeros = repack_awq(self.qweight, self.qzeros, self.scales)
+            self.scales = scales_view(self.qzeros, self.scales.dtype)
+        elif fast:
+            words = words_for(self.qzeros, self.scales)
+            if words is not self.qzeros:  # a cast or move separated the scales from the words
+                self.qzeros, self.scales = words, scales_view(words, self.scales.dtype)
+        elif is_repacked(self.qzeros):
+            self._to_awq_layout()
+
+    def _to_awq_layout(self) -> None:
+        self.qweight, self.qzeros = unrepack(self.qweight, self.qzeros)
+        self.scales = self.scales.contiguous()
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if is_repacked(self.qzeros):
-            tensors = self.awq_tensors()
-            destination[prefix + "qweight"] = tensors["qweight"]
-            destination[prefix + "qzeros"] = tensors["qzeros"]
+            for name, tensor in self.awq_tensors().items():
+                destination[prefix + name] = tensor
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if is_repacked(self.qzeros):  # take AutoAWQ's shapes again before the copy
-            self.qweight, self.qzeros = unrepack(self.qweight, self.qzeros)
+            self._to_awq_layout()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ This file holds the contract (argument checks) and the dispatch. The torch path 
 then matmul) runs on every device and is the reference the Triton kernels are tested against;
 CUDA tensors in fp16/bf16 go to `vlq.kernels.triton_w4a16`, imported only then, so CPU-only
 installs never need Triton. Every function takes either AutoAWQ's GEMM tensors or vlq's
-load-time layout (`vlq.kernels.repack`, marked by uint8 `qzeros`); `AwqLinear` switches to the
+load-time layout (`vlq.kernels.repack`, marked by uint32 `qzeros`); `AwqLinear` switches to the
 latter at its first CUDA forward.
 """
 
@@ -16,7 +16,7 @@ import importlib.util
 import torch
 
 from vlq.awq.pack import CODES_PER_INT32, dequantize_awq
-from vlq.kernels.repack import is_repacked, repackable, unrepack
+from vlq.kernels.repack import is_repacked, repackable, unrepack, words_for
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -25,7 +25,7 @@ def check_w4a16_args(
     x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
 ) -> None:
     """Raise ValueError naming the first tensor whose shape, dtype or device breaks the AWQ GEMM contract
-    (or vlq's layout's, for uint8 `qzeros`)."""
+    (or vlq's layout's, for uint32 `qzeros`)."""
     if is_repacked(qzeros):
         _check_repacked(qweight, qzeros, scales, group_size)
         in_features = qweight.shape[1] * CODES_PER_INT32
@@ -52,7 +52,7 @@ def _check_repacked(
         raise ValueError(f"group size {group_size} and in_features {in_features} do not fit vlq's layout")
     groups = in_features // group_size
     if tuple(qzeros.shape) != (groups, out_features):
-        raise ValueError(f"qzeros must be uint8 {(groups, out_features)}, got {tuple(qzeros.shape)}")
+        raise ValueError(f"qzeros must be uint32 {(groups, out_features)}, got {tuple(qzeros.shape)}")
     if not scales.is_floating_point() or tuple(scales.shape) != (groups, out_features):
         raise ValueError(
             f"scales must be a float tensor {(groups, out_features)} for group size {group_size}, "
@@ -117,6 +117,8 @@ def w4a16_matmul(
     x2d = x.reshape(-1, x.shape[-1])
     if x2d.stride(-1) != 1 or x2d.stride(0) != x2d.shape[1]:
         x2d = x2d.contiguous()
-    run = w4a16_matmul_rp if is_repacked(qzeros) else w4a16_matmul_triton
-    out = run(x2d, qweight, qzeros, scales.to(x.dtype), group_size)
+    if is_repacked(qzeros):
+        out = w4a16_matmul_rp(x2d, qweight, words_for(qzeros, scales.to(x.dtype)), group_size)
+    else:
+        out = w4a16_matmul_triton(x2d, qweight, qzeros, scales.to(x.dtype), group_size)
     return out.reshape(*x.shape[:-1], out.shape[-1])

@@ -14,10 +14,15 @@ the transpose, eight *input* positions per word:
   `[rows, 32]` tile of words gives the contiguous K slice of the block that a kernel feeds to one
   tensor-core dot (the K order inside a dot does not matter, the slices only have to line up with
   the activations), and a program streaming one block of rows reads one contiguous run per row.
-- `qzeros` uint8 `[K/group, N]`: the zero points, one byte each (a uint8 dtype marks the layout).
-- `scales` are AutoAWQ's `[K/group, N]` as they are.
+- `qzeros` uint32 `[K/group, N]` (the dtype marks the layout): one word per group and output, the
+  scale's 16 bits (fp16 or bf16, the activations' dtype) low and the zero code at bits 16-23. Why one
+  word: a kernel then loads a group's scale and zero as one 32-bit value, which Triton pipelines
+  (cp.async) with the weights; 16- and 8-bit loads it does not, and their layout conversions cost
+  the sm_90 rp kernel three of its five barriers per 256-block (measured on the H200: 3-6 % faster).
+- `scales` is a view of the words' low halves (`scales_view`), so the scales are stored once.
 
-Bits per weight: 4 + (16 + 8) / group, 4.19 at group 128 (AutoAWQ's is 4.16).
+Bits per weight: 4 + 32 / group, 4.25 at group 128 (AutoAWQ's is 4.16). The words assume a
+little-endian machine (CPUs and GPUs that torch runs on are).
 """
 
 from __future__ import annotations
@@ -43,7 +48,37 @@ def repackable(in_features: int, group_size: int) -> bool:
 
 
 def is_repacked(qzeros: torch.Tensor) -> bool:
-    return qzeros.dtype == torch.uint8
+    return qzeros.dtype == torch.uint32
+
+
+def pack_scale_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """16-bit float `scales` and int zero codes (0..255), both `[G, N]` -> uint32 words `[G, N]`."""
+    if scales.element_size() != 2 or not scales.is_floating_point():
+        raise ValueError(f"vlq's layout holds fp16 or bf16 scales, got {scales.dtype}")
+    bits = scales.contiguous().view(torch.int16).to(torch.int32) & 0xFFFF
+    return (bits | (zeros.to(torch.int32) << 16)).view(torch.uint32)
+
+
+def zero_codes(scale_zeros: torch.Tensor) -> torch.Tensor:
+    """The zero codes of the words, int32 `[G, N]`."""
+    return (scale_zeros.view(torch.int32) >> 16) & 0xFF
+
+
+def scales_view(scale_zeros: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The scales the words hold, as a `[G, N]` view in `dtype` (no copy)."""
+    return scale_zeros.view(torch.int16)[:, 0::2].view(dtype)
+
+
+def words_for(scale_zeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Words holding `scales` (16-bit floats) and the zeros of `scale_zeros`: `scale_zeros` itself
+    when `scales` is its view, else new words. `scales` is the truth: a module cast or moved
+    with `.to()` converts its scales apart from the words, and the kernels must not read stale bits."""
+    is_view = (
+        scales.element_size() == 2
+        and scales.data_ptr() == scale_zeros.data_ptr()
+        and scales.stride() == (2 * scale_zeros.shape[1], 2)
+    )
+    return scale_zeros if is_view else pack_scale_zeros(scales, zero_codes(scale_zeros))
 
 
 def _shifts(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -68,8 +103,11 @@ def _unpack_codes(words: torch.Tensor) -> torch.Tensor:
     return nib.permute(0, 1, 3, 4, 2, 5).reshape(rows, packed_k * 8)
 
 
-def repack_awq(qweight: torch.Tensor, qzeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """AutoAWQ `(qweight, qzeros)` -> vlq's `(qweight [N, K/8] int32, qzeros [G, N] uint8)`."""
+def repack_awq(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AutoAWQ `(qweight, qzeros, scales)` -> vlq's `(qweight [N, K/8] int32, qzeros [G, N] uint32)`;
+    `scales_view` of the second gives the scales back."""
     k = qweight.shape[0]
     n = qweight.shape[1] * 8
     out = torch.empty((n, k // 8), dtype=torch.int32, device=qweight.device)
@@ -77,15 +115,16 @@ def repack_awq(qweight: torch.Tensor, qzeros: torch.Tensor) -> tuple[torch.Tenso
     for start in range(0, n // 8, step):  # a few packed columns at a time bounds the temporaries
         codes = unpack_int4(qweight[:, start : start + step]).t()
         out[start * 8 : start * 8 + codes.shape[0]] = _pack_codes(codes)
-    return out, unpack_int4(qzeros).to(torch.uint8)
+    return out, pack_scale_zeros(scales, unpack_int4(qzeros))
 
 
 def unrepack(qweight: torch.Tensor, qzeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """vlq's `(qweight, qzeros)` -> AutoAWQ's, bit for bit what `repack_awq` was given."""
+    """vlq's `(qweight, qzeros)` -> AutoAWQ's, bit for bit what `repack_awq` was given (the scales
+    stay where they are: `scales_view`)."""
     n = qweight.shape[0]
     k = qweight.shape[1] * 8
     out = torch.empty((k, n // 8), dtype=torch.int32, device=qweight.device)
     for start in range(0, n, _ROWS_PER_PASS):
         codes = _unpack_codes(qweight[start : start + _ROWS_PER_PASS])
         out[:, start // 8 : start // 8 + codes.shape[0] // 8] = pack_int4(codes.t())
-    return out, pack_int4(qzeros.to(torch.int32))
+    return out, pack_int4(zero_codes(qzeros))

@@ -427,28 +427,28 @@ def awq_dequantize_kernel(
 
 
 @triton.jit
-def _group_vectors(scales_ptr, zeros_ptr, g, N, offs_n, mask_n, MAGIC: tl.constexpr, dtype: tl.constexpr):
-    """Scale and `OFFSET + zero` of group `g` for the rows `offs_n` (vlq layout: `[G, N]` each)."""
-    s = tl.load(scales_ptr + g * N + offs_n, mask=mask_n, other=0.0)
-    z = tl.load(zeros_ptr + g * N + offs_n, mask=mask_n, other=0)
-    return s, _zero_offset(z, MAGIC, dtype)
+def _scale_zero(words, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """vlq's scale-and-zero words -> (scale, `OFFSET + zero`) in dtype: the scale's bits are the low
+    half, and the zero code OR-ed into OFFSET's bits is `OFFSET + zero`, as for the weight codes."""
+    s = (words & 0xFFFF).to(tl.int16).to(dtype, bitcast=True)
+    z = ((words >> 16) | (MAGIC & 0xFFFF)).to(tl.int16).to(dtype, bitcast=True)
+    return s, z
 
 
 @triton.jit
-def _zero_offset(z, MAGIC: tl.constexpr, dtype: tl.constexpr):
-    """uint8 zero codes -> `OFFSET + z` in dtype, the same magic-number trick as the weight codes."""
-    return (z.to(tl.int16) | (MAGIC & 0xFFFF)).to(dtype, bitcast=True)
+def _group_vectors(scale_zeros_ptr, g, N, offs_n, mask_n, MAGIC: tl.constexpr, dtype: tl.constexpr):
+    """Scale and `OFFSET + zero` of group `g` for the rows `offs_n` (vlq layout: `[G, N]` words)."""
+    return _scale_zero(tl.load(scale_zeros_ptr + g * N + offs_n, mask=mask_n, other=0), MAGIC, dtype)
 
 
 @triton.jit
-def _block_vectors(scales_ptr, zeros_ptr, blk, last, N, offs_n, mask_n, GROUP: tl.constexpr):
-    """Scales and zero codes of the groups of 256-block `blk`, `[BLOCK_N, groups per block]` each,
-    as loaded (zero scales from `last` on, so a prefetch past the slice reads nothing)."""
+def _block_vectors(
+    scale_zeros_ptr, blk, N, offs_n, mask_n, MAGIC: tl.constexpr, GROUP: tl.constexpr, dtype: tl.constexpr
+):
+    """Scales and `OFFSET + zero` of the groups of 256-block `blk`, `[BLOCK_N, groups per block]` each."""
     GROUPS_PER_BLOCK: tl.constexpr = 256 // GROUP if GROUP < 256 else 1
     groups = (blk * 256 + tl.arange(0, GROUPS_PER_BLOCK) * GROUP) // GROUP
-    offsets = groups[None, :] * N + offs_n[:, None]
-    valid = mask_n[:, None] & (offs_n[:, None] * 0 + blk < last)
-    return tl.load(scales_ptr + offsets, mask=valid, other=0.0), tl.load(zeros_ptr + offsets, mask=valid, other=0)
+    return _group_vectors(scale_zeros_ptr, groups[None, :], N, offs_n[:, None], mask_n[:, None], MAGIC, dtype)
 
 
 @triton.jit
@@ -476,8 +476,7 @@ def _group_dot(codes, s, x_rows, mask_m, acc, FIRST_K: tl.constexpr, WIDTH: tl.c
 def w4a16_rp_kernel(
     x_ptr,
     qweight_ptr,
-    zeros_ptr,
-    scales_ptr,
+    scale_zeros_ptr,
     out_ptr,
     M,
     N,
@@ -501,8 +500,9 @@ def w4a16_rp_kernel(
     256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); unpacked
     chunk r (`_rp_columns`) is the K slice `32 r ..` of the block, and the eight `[BLOCK_N, 32]` chunks are put
     side by side into one `[BLOCK_N, 256]` operand by register relabelling only, so a step is one
-    long dot that the tensor cores run while the next block is unpacked. The scales and zeros of
-    the next block are loaded a step ahead (Triton pipelines only the words and activations).
+    long dot that the tensor cores run while the next block is unpacked. Triton pipelines the words,
+    the activations and the block's scale-and-zero words (32-bit loads; 16- and 8-bit ones it
+    leaves in the loop, behind three more barriers per step).
     FOLD: the zero comes off the codes (`(OFFSET + q) - (OFFSET + z)`, exact, one half2 op per two
     weights), one dot per group, and the scale multiplies its `[BLOCK_N, BLOCK_M]` result
     (`_group_dot`): half the instructions per weight of dequantizing, which pays when the tile
@@ -530,13 +530,12 @@ def w4a16_rp_kernel(
     w_ptrs = qweight_ptr + offs_n[:, None] * packed_k + (first * 32 + offs_j)[None, :]
     x_rows = x_ptr + offs_m[:, None] * stride_xm + first * 256
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    s, z = _block_vectors(scales_ptr, zeros_ptr, first, last, N, offs_n, mask_n, GROUP)
     for blk in range(first, last):
-        next_s, next_z = _block_vectors(scales_ptr, zeros_ptr, blk + 1, last, N, offs_n, mask_n, GROUP)
+        s, z = _block_vectors(scale_zeros_ptr, blk, N, offs_n, mask_n, MAGIC, GROUP, dtype)
         codes = _rp_columns(tl.load(w_ptrs, mask=mask_n[:, None], other=0), MAGIC, dtype, USE_PTX)
         # per chunk r: the codes less the zero (`(OFFSET + q) - (OFFSET + z)`, exact) and the scale
         ss = _per_chunk(s, GROUPS_PER_BLOCK)
-        zz = _per_chunk(_zero_offset(z, MAGIC, dtype), GROUPS_PER_BLOCK)
+        zz = _per_chunk(z, GROUPS_PER_BLOCK)
         q = (
             codes[0] - zz[0][:, None],
             codes[1] - zz[1][:, None],
@@ -571,7 +570,6 @@ def w4a16_rp_kernel(
                 acc = _group_dot(_cat4(q, 4 * g), ss[4 * g], x_rows, mask_m, acc, 128 * g, 128)
         else:  # one group covers the block
             acc = _group_dot(_cat(_cat4(q, 0), _cat4(q, 4)), ss[0], x_rows, mask_m, acc, 0, 256)
-        s, z = next_s, next_z
         w_ptrs += 32
         x_rows += 256
 
@@ -605,8 +603,7 @@ def _per_chunk(t, GROUPS_PER_BLOCK: tl.constexpr):
 def w4a16_gemv_kernel(
     x_ptr,
     qweight_ptr,
-    zeros_ptr,
-    scales_ptr,
+    scale_zeros_ptr,
     out_ptr,
     M,
     N,
@@ -677,7 +674,7 @@ def w4a16_gemv_kernel(
     in_slice = first + offs_b < last
     x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(x_dtype)
     groups = ((first + offs_b) * 256 + offs_g * GROUP) // GROUP
-    s, z = _group_vectors(scales_ptr, zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype)
+    s, z = _group_vectors(scale_zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype)
     words = tl.load(w_ptrs, mask=mask_n & in_slice, other=0)
     for blk in range(first, last, BLOCKS_PER_STEP):
         x_ptrs += 256 * BLOCKS_PER_STEP
@@ -685,9 +682,7 @@ def w4a16_gemv_kernel(
         in_slice = blk + BLOCKS_PER_STEP + offs_b < last
         next_x = tl.load(x_ptrs, mask=(mask_m & in_slice)[:, :, :, :, None], other=0.0).to(x_dtype)
         groups = ((blk + BLOCKS_PER_STEP + offs_b) * 256 + offs_g * GROUP) // GROUP
-        next_s, next_z = _group_vectors(
-            scales_ptr, zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype
-        )
+        next_s, next_z = _group_vectors(scale_zeros_ptr, groups, N, offs_n, mask_n & in_slice, MAGIC, dtype)
         next_words = tl.load(w_ptrs, mask=mask_n & in_slice, other=0)
 
         codes = _rp_columns(words, MAGIC, dtype, USE_PTX)
@@ -719,8 +714,7 @@ def _rp_store(out_ptrs, codes, zoff, s, mask_n, R: tl.constexpr):
 @triton.jit
 def rp_dequantize_kernel(
     qweight_ptr,
-    zeros_ptr,
-    scales_ptr,
+    scale_zeros_ptr,
     out_ptr,
     row0,
     row_end,
@@ -749,7 +743,7 @@ def rp_dequantize_kernel(
     out_ptrs = out_ptr + local_n[:, None] * K + (blk * 256 + offs_j)[None, :]
     for r in tl.static_range(8):
         if (32 * r) % GROUP == 0:  # chunk r starts a group: its scales and zeros
-            s, z = _group_vectors(scales_ptr, zeros_ptr, g + 32 * r // GROUP, N, offs_n, mask_n, MAGIC, dtype)
+            s, z = _group_vectors(scale_zeros_ptr, g + 32 * r // GROUP, N, offs_n, mask_n, MAGIC, dtype)
         _rp_store(out_ptrs, codes[r], z, s, mask_n, r)
 
 
@@ -996,15 +990,11 @@ def _interpreted() -> bool:
 
 
 def launch_rp(
-    x: torch.Tensor,
-    qweight: torch.Tensor,
-    qzeros: torch.Tensor,
-    scales: torch.Tensor,
-    group_size: int,
-    config: RpConfig,
+    x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, config: RpConfig
 ) -> torch.Tensor:
     """`x [M, K] @ W` over vlq's layout with one launch of `w4a16_rp_kernel` or `w4a16_gemv_kernel`
-    (`config.kernel` "rp" or "gemv"), plus a zero fill for split-K."""
+    (`config.kernel` "rp" or "gemv"), plus a zero fill for split-K. `scale_zeros` holds scales
+    in x's dtype (`vlq.kernels.repack.words_for`)."""
     m, k = x.shape
     n = qweight.shape[0]
     split = nonempty_split(k // 256, config.split_k)
@@ -1028,8 +1018,7 @@ def launch_rp(
     kernel[grid](
         x,
         qweight,
-        qzeros,
-        scales,
+        scale_zeros.view(torch.int32),
         out,
         m,
         n,
@@ -1056,8 +1045,7 @@ _DEQ_BLOCK_N = 32
 
 def rp_dequantize(
     qweight: torch.Tensor,
-    qzeros: torch.Tensor,
-    scales: torch.Tensor,
+    scale_zeros: torch.Tensor,
     group_size: int,
     dtype: torch.dtype,
     row0: int = 0,
@@ -1073,8 +1061,7 @@ def rp_dequantize(
     grid = (triton.cdiv(rows, _DEQ_BLOCK_N), k // 256)
     rp_dequantize_kernel[grid](
         qweight,
-        qzeros,
-        scales,
+        scale_zeros.view(torch.int32),
         out,
         row0,
         row0 + rows,
@@ -1091,43 +1078,33 @@ def rp_dequantize(
 
 
 def rp_dequant_matmul(
-    x: torch.Tensor,
-    qweight: torch.Tensor,
-    qzeros: torch.Tensor,
-    scales: torch.Tensor,
-    group_size: int,
-    chunk_mb: int = 0,
+    x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, chunk_mb: int = 0
 ) -> torch.Tensor:
     """`x @ W` by dequantizing W^T a chunk of output rows at a time and calling cuBLAS per chunk."""
     m, k = x.shape
     n = qweight.shape[0]
     if chunk_mb <= 0:
-        return x @ rp_dequantize(qweight, qzeros, scales, group_size, x.dtype).t()
+        return x @ rp_dequantize(qweight, scale_zeros, group_size, x.dtype).t()
     rows = max(_DEQ_BLOCK_N, (chunk_mb << 20) // (2 * k) // 128 * 128)
     if rows >= n:
-        return x @ rp_dequantize(qweight, qzeros, scales, group_size, x.dtype).t()
+        return x @ rp_dequantize(qweight, scale_zeros, group_size, x.dtype).t()
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     buffer = torch.empty((rows, k), dtype=x.dtype, device=x.device)
     for row0 in range(0, n, rows):
         part = min(rows, n - row0)
-        rp_dequantize(qweight, qzeros, scales, group_size, x.dtype, row0, part, buffer)
+        rp_dequantize(qweight, scale_zeros, group_size, x.dtype, row0, part, buffer)
         torch.mm(x, buffer[:part].t(), out=out[:, row0 : row0 + part])
     return out
 
 
 def run_rp(
-    x: torch.Tensor,
-    qweight: torch.Tensor,
-    qzeros: torch.Tensor,
-    scales: torch.Tensor,
-    group_size: int,
-    config: RpConfig,
+    x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, config: RpConfig
 ) -> torch.Tensor:
     """`x @ W` over vlq's layout as `config.kernel` says: "deq" dequantizes for cuBLAS, "rp" and
     "gemv" run the fused kernels."""
     if config.kernel == "deq":
-        return rp_dequant_matmul(x, qweight, qzeros, scales, group_size, config.chunk_mb)
-    return launch_rp(x, qweight, qzeros, scales, group_size, config)
+        return rp_dequant_matmul(x, qweight, scale_zeros, group_size, config.chunk_mb)
+    return launch_rp(x, qweight, scale_zeros, group_size, config)
 
 
 def _pow2_at_least(value: float) -> int:
@@ -1176,13 +1153,11 @@ def pick_rp_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> R
     return heuristic_rp_config(m, n, k, sms)
 
 
-def w4a16_matmul_rp(
-    x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
-) -> torch.Tensor:
-    """`x [M, K] @ W` over vlq's layout; `x` row-major CUDA fp16/bf16, `scales` in x's dtype."""
+def w4a16_matmul_rp(x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
+    """`x [M, K] @ W` over vlq's layout; `x` row-major CUDA fp16/bf16, the words' scales in x's dtype."""
     m, k = x.shape
     n = qweight.shape[0]
     if m == 0:
         return x.new_empty((0, n))
     config = pick_rp_config(m, n, k, group_size, sm_count(x.device.index or 0))
-    return run_rp(x, qweight, qzeros, scales, group_size, config)
+    return run_rp(x, qweight, scale_zeros, group_size, config)
