@@ -434,6 +434,10 @@ def test_pick_rp_config_uses_the_table_then_the_heuristic():
     small = triton_kernels.heuristic_rp_config(2, 4096, 4096, 132)
     assert small.kernel == "rp" and small.block_m == 16 and small.fold and 1 <= small.split_k <= 16
     assert triton_kernels.heuristic_rp_config(64, 4096, 4096, 132).fold
+    assert triton_kernels.heuristic_rp_config(1, 28672, 8192, 132).kernel == "rp"  # 2**27+ weights
+    wide = triton_kernels.heuristic_rp_config(128, 4096, 11008, 132)  # 32 row tiles: split 4
+    assert (wide.block_m, wide.block_n, wide.split_k, wide.num_warps) == (128, 128, 4, 8)
+    assert triton_kernels.heuristic_rp_config(128, 28672, 8192, 132).split_k == 1  # 224 tiles
     assert not triton_kernels.heuristic_rp_config(256, 4096, 4096, 132).fold
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
 

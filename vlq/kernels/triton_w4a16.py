@@ -1115,17 +1115,19 @@ def _pow2_at_least(value: float) -> int:
 
 
 def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
-    """Settings for shapes the sweep did not see, read off the H100 run that wrote `vlq.kernels.tuned`.
+    """Settings for shapes the sweep did not see, read off the sweeps behind `vlq.kernels.tuned`
+    (H100 2026-11-23, H200 2026-12-04; on the H200's four shapes these picks are within 9% of the
+    best at every M but 64, where a 64x256 tile won by up to 15% with a split that depends on the shape).
 
-    One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step, fp16 partial sums. Up to 64
-    tokens the time is the weight stream: 64 weight rows per program and folded (zero off the
-    codes, scale after the dot) won almost everywhere, with split-K until each program streams at
-    most sixteen 256-blocks of K and the grid holds about 1.5 programs per SM. At 128 tokens,
-    folded 64x64 tiles in two K slices where N is small, 128x128 tiles where it is large. From
-    256 tokens the dot dominates; past 384, dequantize + cuBLAS.
+    One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step, fp16 partial sums, except on
+    weights of 2**27 and more, where the rp kernel below streams faster. Up to 64 tokens the time
+    is the weight stream: 64 weight rows per program and folded (zero off the codes, scale after
+    the dot), with split-K until each program streams at most sixteen 256-blocks of K and the grid
+    holds about 1.5 programs per SM. At 128 tokens, 128x128 tiles split until the grid holds about
+    two programs per SM (at most 4). From 256 tokens the dot dominates; past 384, dequantize + cuBLAS.
     """
     blocks = k // 256
-    if m == 1:
+    if m == 1 and k * n < 1 << 27:
         return RpConfig(kernel="gemv", block_m=1, block_n=8, blocks_per_step=4, half_sums=True)
     if m <= 64:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
@@ -1133,9 +1135,8 @@ def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
         split = max(_pow2_at_least(blocks / 16), _pow2_at_least(1.5 * sms / tiles))
         return RpConfig(block_m=block_m, block_n=64, split_k=min(split, 16, blocks), fold=True)
     if m <= 128:
-        if n >= 8192:
-            return RpConfig(block_m=128, block_n=128, num_warps=8)
-        return RpConfig(block_m=64, block_n=64, split_k=min(2, blocks), fold=True)
+        split = max(1, round(2 * sms / triton.cdiv(n, 128)))
+        return RpConfig(block_m=128, block_n=128, split_k=min(split, 4, blocks), num_warps=8)
     if m <= 384:
         return RpConfig(block_m=128, block_n=128, split_k=min(2, blocks), num_warps=8)
     return RpConfig(kernel="deq")
