@@ -147,7 +147,7 @@ def _rand_awq(k, n, dtype, device, group=GROUP):
 def _repacked(w):
     from vlq.kernels.repack import repack_awq
 
-    rq, rz = repack_awq(w["qweight"], w["qzeros"], w["scales"])
+    rq, rz, _ = repack_awq(w["qweight"], w["qzeros"], w["scales"])
     return {"qweight": rq, "qzeros": rz}
 
 

@@ -316,8 +316,8 @@ RpConfig = triton_kernels.RpConfig
 
 def repacked_tensors(k: int, n: int, group_size: int, dtype: torch.dtype, seed: int = 0):
     t = awq_tensors(k, n, group_size, dtype, seed)
-    qweight, qzeros = repack_awq(t["qweight"], t["qzeros"], t["scales"])
-    return t, {"qweight": qweight, "qzeros": qzeros, "scales": scales_view(qzeros, dtype)}
+    qweight, qzeros, scales = repack_awq(t["qweight"], t["qzeros"], t["scales"])
+    return t, {"qweight": qweight, "qzeros": qzeros, "scales": scales}
 
 
 @pytest.mark.parametrize("group_size", [32, 64, 128, 256])
@@ -493,8 +493,7 @@ def test_awq_linear_repack_keeps_state_dict_and_outputs():
 
 
 def repack(layer: AwqLinear) -> None:
-    layer.qweight, layer.qzeros = repack_awq(layer.qweight, layer.qzeros, layer.scales)
-    layer.scales = scales_view(layer.qzeros, layer.scales.dtype)
+    layer.qweight, layer.qzeros, layer.scales = repack_awq(layer.qweight, layer.qzeros, layer.scales)
 
 
 def test_scale_zero_words_follow_the_scales():

@@ -232,12 +232,12 @@ def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.devic
 
 
 def _load_time_layout(w: dict, k: int, group_size: int) -> dict:
-    from vlq.kernels.repack import repack_awq, repackable, scales_view
+    from vlq.kernels.repack import repack_awq, repackable
 
     if not repackable(k, group_size):
         return w
-    qweight, qzeros = repack_awq(w["qweight"], w["qzeros"], w["scales"])
-    return {"qweight": qweight, "qzeros": qzeros, "scales": scales_view(qzeros, w["scales"].dtype)}
+    qweight, qzeros, scales = repack_awq(w["qweight"], w["qzeros"], w["scales"])
+    return {"qweight": qweight, "qzeros": qzeros, "scales": scales}
 
 
 # Rounds per (shape, M) point: each times vlq, fp16 and AutoAWQ once, in a rotated order.

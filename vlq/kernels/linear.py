@@ -84,8 +84,7 @@ class AwqLinear(nn.Module):
             and self.scales.dtype == x.dtype
         )
         if fast and not is_repacked(self.qzeros):
-            self.qweight, self.qzeros = repack_awq(self.qweight, self.qzeros, self.scales)
-            self.scales = scales_view(self.qzeros, self.scales.dtype)
+            self.qweight, self.qzeros, self.scales = repack_awq(self.qweight, self.qzeros, self.scales)
         elif fast:
             words = words_for(self.qzeros, self.scales)
             if words is not self.qzeros:  # a cast or move separated the scales from the words
