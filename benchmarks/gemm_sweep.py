@@ -1,11 +1,12 @@
 """Sweep w4a16 kernel candidates per (shape, M) on a CUDA GPU; prints the best of each next to fp16.
 
 python benchmarks/gemm_sweep.py [--shapes 4096x4096,...] [--m 1,2,...] [--budget 200] [--json-out F]
-                                [--write-table vlq/kernels/tuned.py [--merge-table]]
+                                [--write-table vlq/kernels/tuned/h100.py [--merge-table]]
 
 Candidates: `w4a16_rp_kernel` tiles, pipeline stages and split-K over vlq's layout (dequantized,
 or folded up to 256 tokens: zero off the codes, scale after the dot), `w4a16_gemv_kernel` (CUDA-core FMAs, several
-256-blocks per step, fp32 or fp16 partial sums) for tokens <= 16, chunked dequantize + cuBLAS
+256-blocks per step, fp32 or fp16 partial sums) for tokens <= 16, the wide rp tiles stream-K
+(`w4a16_rp_streamk_kernel`, one or two programs per SM) from 64 tokens, chunked dequantize + cuBLAS
 over vlq's layout (tokens >= 128), and the AWQ-layout dispatch that shipped before (`current`).
 Every candidate is checked against a float32 reference before it is timed.
 Times: one CUDA graph of many calls, rotating over enough weight copies that none is found in
@@ -112,6 +113,14 @@ def prefill_candidates(m):
                 RpConfig(block_m=bm, block_n=bn, split_k=split, num_warps=warps, num_stages=stage_counts[-1], fold=True)
                 for split in splits
             ]
+    if m >= 64:  # the wide tiles stream-K, one or two programs per SM (3 stages fit some shapes only)
+        for bm, bn in ((64, 256), (128, 128)):
+            if bm <= 2 * m:
+                out += [
+                    RpConfig(kernel="streamk", block_m=bm, block_n=bn, num_warps=8, num_stages=st, programs_per_sm=p)
+                    for st in (2, 3)
+                    for p in (1, 2)
+                ]
     if m >= 128:
         for chunk in (0, 16, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))
@@ -122,6 +131,8 @@ def compile_key(cfg):
     """What selects a compiled variant: the split count only matters through split-K's atomics."""
     if cfg.kernel == "deq":
         return ("deq",)
+    if cfg.kernel == "streamk":
+        return dataclasses.replace(cfg, programs_per_sm=1)
     return dataclasses.replace(cfg, split_k=2 if cfg.split_k > 1 else 1)
 
 
@@ -132,6 +143,8 @@ def describe(cfg):
     tile = f"{cfg.block_m}x{cfg.block_n} s{cfg.split_k} w{cfg.num_warps}"
     if cfg.kernel == "gemv":
         return f"gemv {tile} b{cfg.blocks_per_step}{' h' if cfg.half_sums else ''}"
+    if cfg.kernel == "streamk":
+        return f"streamk {cfg.block_m}x{cfg.block_n} {cfg.programs_per_sm}/SM w{cfg.num_warps} st{cfg.num_stages}"
     return f"rp {tile} st{cfg.num_stages}{' fold' if cfg.fold else ''}"
 
 
@@ -232,7 +245,9 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=200.0, help="seconds; later points are skipped")
     parser.add_argument("--json-out", default=os.path.join(os.environ.get("OUT", "."), "sweep.json"))
     parser.add_argument("--procs", type=int, default=15)
-    parser.add_argument("--write-table", help="write the winners as a `vlq.kernels.tuned` module here")
+    parser.add_argument(
+        "--write-table", help="write the winners as this GPU model's table here (vlq/kernels/tuned/NAME.py)"
+    )
     parser.add_argument(
         "--merge-table",
         action="store_true",
@@ -283,6 +298,7 @@ def main() -> int:
         RpConfig(block_m=64, block_n=128),
         RpConfig(block_m=16, block_n=64, split_k=2, fold=True),
         RpConfig(block_m=128, block_n=128, num_warps=8, num_stages=2),
+        RpConfig(kernel="streamk", block_m=128, block_n=128, num_warps=8, num_stages=2, programs_per_sm=1),
         RpConfig(kernel="deq"),
     ]
     for dtype in (torch.float16, torch.bfloat16):
@@ -306,7 +322,11 @@ def main() -> int:
             ref_w = dequantize_awq(w["qweight"], w["qzeros"], w["scales"], group).float()
             for cfg in checks:
                 x = torch.randn(3, 512, device=dev, dtype=dtype)
-                out = run_rp(x, r["qweight"], r["qzeros"], group, cfg)
+                try:
+                    out = run_rp(x, r["qweight"], r["qzeros"], group, cfg)
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    print("FAIL check", dtype, group, cfg, repr(exc)[:200], flush=True)
+                    continue
                 ref = x.float() @ ref_w
                 err = ((out.float() - ref).norm() / ref.norm()).item()
                 if not err < (2e-3 if dtype == torch.float16 else 1e-2):
@@ -408,7 +428,7 @@ SHAPE = re.compile(r"^    \((\d+), (\d+)\): \{$")
 
 
 def table_lines(path):
-    """The entry lines of an existing `vlq.kernels.tuned` file, by (K, N) and M."""
+    """The entry lines of an existing `vlq.kernels.tuned` table, by (K, N) and M."""
     lines, shape = {}, None
     with open(path) as f:
         for line in f.read().splitlines():
@@ -420,14 +440,14 @@ def table_lines(path):
 
 
 def table_device(path):
-    """The device an existing `vlq.kernels.tuned` file was measured on."""
+    """The device an existing `vlq.kernels.tuned` table was measured on."""
     with open(path) as f:
         match = re.search(r"^DEVICE = '(.*)'$", f.read(), re.M)
     return match.group(1) if match else "unknown device"
 
 
 def write_table(path, summary, merge=False):
-    """`vlq.kernels.tuned`: the fastest config that passed the check, per (K, N, M); with `merge`,
+    """A `vlq.kernels.tuned` table: the fastest config that passed the check, per (K, N, M); with `merge`,
     the file's earlier entries for points this run did not sweep stay as they were."""
     from vlq.kernels.triton_w4a16 import RpConfig
 
@@ -458,8 +478,8 @@ def write_table(path, summary, merge=False):
         '"""Fastest vlq-layout settings per (K, N) and token count, as `benchmarks/gemm_sweep.py --write-table`',
         *textwrap.wrap(provenance, 100),
         "",
-        "`pick_rp_config` takes the entry of the smallest swept token count >= M; other shapes use",
-        "`heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.",
+        "`pick_rp_config` takes the entry of the smallest swept token count >= M on GPUs of this model;",
+        "other shapes use `heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.",
         '"""',
         "",
         "from vlq.kernels.triton_w4a16 import RpConfig",

@@ -46,8 +46,9 @@ def compile_variant(kernel, torch_dtype, num_warps: int = 4, **constexprs) -> in
     """Compile one specialization for sm_90; the size of its cubin."""
     constexprs = {"MAGIC": kernels._MAGIC[torch_dtype], **constexprs}
     dtype = TRITON_DTYPES[torch_dtype]
-    # split-K partials of bf16 add into an fp32 buffer, as the launchers allocate it
-    out = "fp32" if constexprs.get("ATOMIC") and torch_dtype == torch.bfloat16 else dtype
+    # split-K partials of bf16 add into an fp32 buffer, as the launchers allocate it (stream-K's always add)
+    adds = constexprs.get("ATOMIC") or kernel is kernels.w4a16_rp_streamk_kernel
+    out = "fp32" if adds and torch_dtype == torch.bfloat16 else dtype
     types = signature(kernel, dtype, out)
     types.update({name: "constexpr" for name in constexprs})
     source = ASTSource(fn=kernel, signature=types, constexprs=constexprs)
@@ -81,6 +82,10 @@ def main() -> None:
             for label, (kernel, constexprs) in variants.items():
                 size = compile_variant(kernel, dtype, ATOMIC=atomic, **constexprs)
                 print(f"{label}-{name}-{'atomic' if atomic else 'store'} {size}", flush=True)
+        size = compile_variant(
+            kernels.w4a16_rp_streamk_kernel, dtype, num_warps=8, GROUP=128, BLOCK_M=128, BLOCK_N=128, FOLD=False, USE_PTX=True
+        )
+        print(f"rp_streamk-{name} {size}", flush=True)
         size = compile_variant(
             kernels.rp_dequantize_kernel, dtype, GROUP=32, BLOCK_N=32, USE_PTX=True
         )

@@ -351,6 +351,11 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
         (19, 1024, 72, RpConfig(block_m=16, block_n=16, split_k=3, fold=True)),
         # rp: 5 blocks asked in 4 slices: shares of 2 make 3 slices (a 4th would be empty)
         (37, 1280, 24, RpConfig(block_m=32, block_n=16, split_k=4)),
+        # stream-K: 3 tokens, 5 blocks x 5 row tiles in runs that cross tiles; odd M over two
+        # token tiles, folded; runs of two blocks (programs_per_sm is per SM: 4 "SMs" on the CPU)
+        (3, 1280, 72, RpConfig(kernel="streamk", block_m=16, block_n=16, programs_per_sm=1)),
+        (19, 1024, 40, RpConfig(kernel="streamk", block_m=16, block_n=16, programs_per_sm=3, fold=True)),
+        (2, 512, 64, RpConfig(kernel="streamk", block_m=16, block_n=32, programs_per_sm=1)),
         # gemv: one token, odd N over a partial row tile, 3 blocks in steps of 2 (the last step half empty)
         (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2)),
         (1, 768, 37, RpConfig(kernel="gemv", block_m=1, block_n=16, blocks_per_step=2, half_sums=True)),
@@ -361,7 +366,8 @@ def test_repack_round_trips_and_reads_the_same_weight(group_size):
     ],
 )
 def test_fused_kernels_match_reference(dtype, group_size, m, k, n, config):
-    """`w4a16_rp_kernel` and `w4a16_gemv_kernel` over vlq's layout against the float64 reference."""
+    """`w4a16_rp_kernel`, its stream-K grid and `w4a16_gemv_kernel` over vlq's layout against the
+    float64 reference."""
     t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=m)
     # the first n output rows (AutoAWQ packing needs N % 8 == 0; the vlq layout does not)
     qweight, words = r["qweight"][:n].contiguous(), r["qzeros"][:, :n].contiguous()
@@ -406,7 +412,7 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
         for store in ("store", "atomic")
     } | {
         f"{kernel}-{dtype}"
-        for kernel in ("rp_dequantize", "awq_dequantize", "kv8", "kv4")
+        for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4")
         for dtype in ("fp16", "bf16")
     }
     assert set(built) == expected
@@ -422,13 +428,25 @@ def test_split_k_never_leaves_a_slice_empty():
         assert 1 <= split <= wanted and (split - 1) * per_split < steps <= split * per_split
 
 
-def test_pick_rp_config_uses_the_table_then_the_heuristic():
-    from vlq.kernels.tuned import TUNED
+def test_pick_rp_config_uses_the_gpu_models_table_then_the_heuristic():
+    from vlq.kernels.tuned import tables
 
-    for (k, n), per_m in TUNED.items():
-        for m in (1, 3, 16, 200, 5000):
-            assert isinstance(triton_kernels.pick_rp_config(m, n, k, 128), RpConfig)
-        assert triton_kernels.pick_rp_config(max(per_m), n, k, 128) == per_m[max(per_m)]
+    assert {"NVIDIA H100 80GB HBM3", "NVIDIA H200"} <= set(tables())
+    for device, table in tables().items():
+        for (k, n), per_m in table.items():
+            for m in (1, 3, 16, 200, 5000):
+                assert isinstance(triton_kernels.pick_rp_config(m, n, k, 128, 132, device), RpConfig)
+            assert triton_kernels.pick_rp_config(max(per_m), n, k, 128, 132, device) == per_m[max(per_m)]
+            # between swept token counts: the entry of the next one up
+            assert triton_kernels.pick_rp_config(3, n, k, 128, 132, device) == per_m[4]
+    h100, h200 = tables()["NVIDIA H100 80GB HBM3"], tables()["NVIDIA H200"]
+    assert triton_kernels.pick_rp_config(256, 11008, 4096, 128, 132, "NVIDIA H100 PCIe") == h100[(4096, 11008)][256]
+    assert triton_kernels.pick_rp_config(256, 11008, 4096, 128, 132, "NVIDIA H200 NVL") == h200[(4096, 11008)][256]
+    # no table of the model (or the CPU): the heuristic
+    for device in ("NVIDIA A100-SXM4-80GB", "cpu", ""):
+        assert triton_kernels.pick_rp_config(256, 11008, 4096, 128, 108, device) == (
+            triton_kernels.heuristic_rp_config(256, 11008, 4096, 108)
+        )
     one = triton_kernels.heuristic_rp_config(1, 4096, 4096, 132)
     assert one.kernel == "gemv" and one.half_sums
     small = triton_kernels.heuristic_rp_config(2, 4096, 4096, 132)
@@ -440,6 +458,47 @@ def test_pick_rp_config_uses_the_table_then_the_heuristic():
     assert triton_kernels.heuristic_rp_config(128, 28672, 8192, 132).split_k == 1  # 224 tiles
     assert not triton_kernels.heuristic_rp_config(256, 4096, 4096, 132).fold
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
+
+
+def test_gpu_model_is_the_first_token_with_a_digit():
+    from vlq.kernels.tuned import gpu_model
+
+    assert gpu_model("NVIDIA H100 80GB HBM3") == gpu_model("NVIDIA H100 PCIe") == "H100"
+    assert gpu_model("NVIDIA GeForce RTX 4090") == "4090"
+    assert gpu_model("cpu") == ""
+
+
+def test_run_rp_steps_down_when_shared_memory_is_short(monkeypatch):
+    """A setting that needs more shared memory than the GPU has (Triton refuses its launch) runs
+    with one stage fewer, then as dequantize + cuBLAS; what fit is remembered, so the refused
+    launch is tried once."""
+    from triton.runtime.errors import OutOfResources
+
+    t, r = repacked_tensors(512, 64, 128, torch.float16, seed=3)
+    x = torch.randn(5, 512, dtype=torch.float16, device=DEVICE)
+    expected = exact_reference(x, t, 128)
+    tried = []
+
+    def launch(x, qweight, scale_zeros, group_size, config, limit):
+        tried.append(config)
+        if config.num_stages > limit:
+            raise OutOfResources(config.num_stages * 1000, limit * 1000, "shared memory")
+        return triton_kernels.rp_dequant_matmul(x, qweight, scale_zeros, group_size)
+
+    big = RpConfig(block_m=128, block_n=128, num_warps=8, num_stages=4)
+    monkeypatch.setattr(triton_kernels, "launch_rp", lambda *a: launch(*a, limit=2))
+    for _ in range(2):
+        out = triton_kernels.run_rp(x, r["qweight"], r["qzeros"], 128, big)
+        assert rel_error(out, expected) < 2e-3
+    assert [c.num_stages for c in tried] == [4, 3, 2, 2]  # the second call starts at what fit
+
+    tried.clear()
+    monkeypatch.setattr(triton_kernels, "launch_rp", lambda *a: launch(*a, limit=1))
+    streamk = RpConfig(kernel="streamk", block_m=128, block_n=128, num_warps=8, num_stages=3)
+    out = triton_kernels.run_rp(x, r["qweight"], r["qzeros"], 128, streamk)
+    assert [c.num_stages for c in tried] == [3, 2]  # then dequantize + matmul, which always fits
+    assert rel_error(out, expected) < 2e-3
+    assert triton_kernels.smaller_config(RpConfig(kernel="gemv")) == RpConfig(kernel="deq")
 
 
 def test_bench_times_every_side_in_rotated_rounds_and_takes_medians():

@@ -213,12 +213,15 @@ def _autoawq_forward(autoawq: ModuleType, x: torch.Tensor, w: dict) -> torch.Ten
 
 def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.device) -> str:
     from vlq.kernels.repack import repackable
-    from vlq.kernels.triton_w4a16 import pick_config, pick_rp_config, sm_count
+    from vlq.kernels.triton_w4a16 import device_name, pick_config, pick_rp_config, sm_count
 
     if repackable(k, group_size):
-        c = pick_rp_config(m, n, k, group_size, sm_count(device.index or 0))
+        index = device.index or 0
+        c = pick_rp_config(m, n, k, group_size, sm_count(index), device_name(index))
         if c.kernel == "deq":
             return "dequant+cuBLAS" + (f" {c.chunk_mb}MB chunks" if c.chunk_mb else "")
+        if c.kernel == "streamk":
+            return f"streamk {c.block_m}x{c.block_n} {c.programs_per_sm}/SM w{c.num_warps}"
         split = f" split{c.split_k}" if c.split_k > 1 else ""
         blocks = f" b{c.blocks_per_step}" if c.kernel == "gemv" else ""
         sums = " fp16-sums" if c.kernel == "gemv" and c.half_sums else ""

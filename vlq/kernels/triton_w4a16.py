@@ -4,9 +4,13 @@ Over vlq's load-time layout (`vlq.kernels.repack`), what `AwqLinear` runs:
 - `w4a16_gemv_kernel`: one token (CUDA-core FMAs, several 256-blocks of K in flight per program).
 - `w4a16_rp_kernel`: 2 to 384 tokens (tensor cores; one dot per 256-block of K, or per group
   when folded: scale applied after the dot).
+- `w4a16_rp_streamk_kernel`: the same tiles over a grid of one or two programs per SM, each an
+  equal run of (tile, 256-block) units (stream-K), where the sweep found it faster (wide N, 64 to
+  256 tokens).
 - `rp_dequantize_kernel`: the dense weight, chunk by chunk, for cuBLAS at many tokens.
-Settings per problem size: `pick_rp_config` (the sweep's table `vlq.kernels.tuned`, else
-`heuristic_rp_config`).
+Settings per problem size: `pick_rp_config` (the sweep's table for the GPU model in
+`vlq.kernels.tuned`, else `heuristic_rp_config`); a setting that needs more shared memory than the
+GPU has steps down (`run_rp`).
 
 Over AutoAWQ GEMM tensors read in place (no repacking), the path before the repack:
 - `w4a16_gemm_kernel` (tiled): a program owns a `[BLOCK_M, BLOCK_N]` output tile and a
@@ -24,12 +28,14 @@ the scale rounds exactly as the torch reference does.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 # Why the pairs: AWQ_PACK_ORDER puts logical columns (0, 1) at bits (0, 16), (2, 3) at (4, 20),
 # (4, 5) at (8, 24) and (6, 7) at (12, 28), so one shift and one mask `0x000F000F` lift two
@@ -472,19 +478,21 @@ def _group_dot(codes, s, x_rows, mask_m, acc, FIRST_K: tl.constexpr, WIDTH: tl.c
     return acc + tl.dot(codes, tl.trans(x)) * s.to(tl.float32)[:, None]
 
 
-@triton.jit(do_not_specialize=["M", "split_k"])
-def w4a16_rp_kernel(
+@triton.jit
+def _rp_slice(
     x_ptr,
     qweight_ptr,
     scale_zeros_ptr,
     out_ptr,
     M,
     N,
-    K,
     stride_xm,
     stride_om,
     packed_k,
-    split_k,
+    pid_n,
+    pid_m,
+    first,
+    last,
     MAGIC: tl.constexpr,
     GROUP: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -493,35 +501,15 @@ def w4a16_rp_kernel(
     USE_PTX: tl.constexpr,
     ATOMIC: tl.constexpr,
 ):
-    """`out^T [N, M] (+)= W^T x^T` over vlq's layout (`vlq.kernels.repack`), one K slice per program.
-
-    Why transposed: the weight is the dot's left operand, which the tensor cores take from
-    registers, so only the small activation tile goes through shared memory. Each step reads one
-    256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); unpacked
-    chunk r (`_rp_columns`) is the K slice `32 r ..` of the block, and the eight `[BLOCK_N, 32]` chunks are put
-    side by side into one `[BLOCK_N, 256]` operand by register relabelling only, so a step is one
-    long dot that the tensor cores run while the next block is unpacked. Triton pipelines the words,
-    the activations and the block's scale-and-zero words (32-bit loads; 16- and 8-bit ones it
-    leaves in the loop, behind three more barriers per step).
-    FOLD: the zero comes off the codes (`(OFFSET + q) - (OFFSET + z)`, exact, one half2 op per two
-    weights), one dot per group, and the scale multiplies its `[BLOCK_N, BLOCK_M]` result
-    (`_group_dot`): half the instructions per weight of dequantizing, which pays when the tile
-    has few tokens, and the dot sees exact integers. `packed_k` is K / 8 (passed so Triton sees
-    its divisibility).
-    """
+    """Output tile (pid_n, pid_m) over the 256-blocks `first .. last` of K (`w4a16_rp_kernel`)."""
     dtype: tl.constexpr = x_ptr.dtype.element_ty
     GROUPS_PER_BLOCK: tl.constexpr = 256 // GROUP if GROUP < 256 else 1
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    pid_m = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_j = tl.arange(0, 32)
     mask_n = offs_n < N
     mask_m = offs_m < M
 
-    blocks = K // 256
-    first, last = _k_slice(blocks, split_k, pid_k)
     # The launcher never makes an empty slice (`nonempty_split`). Saying so drops the loop's
     # zero-trip path, whose zeroing of the accumulator LLVM places between the last wgmma and its
     # wait; ptxas then serializes every wgmma of the kernel (warning C7515 in the sm_90 compile of
@@ -575,6 +563,91 @@ def w4a16_rp_kernel(
 
     out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
     _store(out_ptrs, acc, mask_n[:, None] & mask_m[None, :], ATOMIC)
+
+
+@triton.jit(do_not_specialize=["M", "split_k"])
+def w4a16_rp_kernel(
+    x_ptr,
+    qweight_ptr,
+    scale_zeros_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_om,
+    packed_k,
+    split_k,
+    MAGIC: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FOLD: tl.constexpr,
+    USE_PTX: tl.constexpr,
+    ATOMIC: tl.constexpr,
+):
+    """`out^T [N, M] (+)= W^T x^T` over vlq's layout (`vlq.kernels.repack`), one K slice per program.
+
+    Why transposed: the weight is the dot's left operand, which the tensor cores take from
+    registers, so only the small activation tile goes through shared memory. Each step reads one
+    256-block of K as a `[BLOCK_N, 32]` tile of words (128 contiguous bytes per row); unpacked
+    chunk r (`_rp_columns`) is the K slice `32 r ..` of the block, and the eight `[BLOCK_N, 32]` chunks are put
+    side by side into one `[BLOCK_N, 256]` operand by register relabelling only, so a step is one
+    long dot that the tensor cores run while the next block is unpacked. Triton pipelines the words,
+    the activations and the block's scale-and-zero words (32-bit loads; 16- and 8-bit ones it
+    leaves in the loop, behind three more barriers per step).
+    FOLD: the zero comes off the codes (`(OFFSET + q) - (OFFSET + z)`, exact, one half2 op per two
+    weights), one dot per group, and the scale multiplies its `[BLOCK_N, BLOCK_M]` result
+    (`_group_dot`): half the instructions per weight of dequantizing, which pays when the tile
+    has few tokens, and the dot sees exact integers. `packed_k` is K / 8 (passed so Triton sees
+    its divisibility).
+    """
+    blocks = K // 256
+    first, last = _k_slice(blocks, split_k, tl.program_id(1))
+    _rp_slice(
+        x_ptr, qweight_ptr, scale_zeros_ptr, out_ptr, M, N, stride_xm, stride_om, packed_k,
+        tl.program_id(0), tl.program_id(2), first, last, MAGIC, GROUP, BLOCK_M, BLOCK_N, FOLD, USE_PTX, ATOMIC,
+    )
+
+
+@triton.jit(do_not_specialize=["M", "units_per_program"])
+def w4a16_rp_streamk_kernel(
+    x_ptr,
+    qweight_ptr,
+    scale_zeros_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_om,
+    packed_k,
+    row_tiles,
+    units_per_program,
+    MAGIC: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FOLD: tl.constexpr,
+    USE_PTX: tl.constexpr,
+):
+    """`w4a16_rp_kernel`'s tiles cut stream-K fashion: the (tile, 256-block) units in one line, each
+    program an equal run of them, split where the run crosses a tile (each piece atomically added
+    into the zeroed output). Why: a grid of about one wave with equal work per program has no
+    tail wave and no idle slots, where split-K's grid of tiles x slices leaves a partial wave."""
+    blocks = K // 256
+    units = row_tiles * tl.cdiv(M, BLOCK_M) * blocks
+    unit = tl.program_id(0) * units_per_program
+    end = tl.minimum(unit + units_per_program, units)
+    while unit < end:
+        tile = unit // blocks
+        first = unit - tile * blocks
+        last = tl.minimum(blocks, first + (end - unit))
+        _rp_slice(
+            x_ptr, qweight_ptr, scale_zeros_ptr, out_ptr, M, N, stride_xm, stride_om, packed_k,
+            tile % row_tiles, tile // row_tiles, first, last, MAGIC, GROUP, BLOCK_M, BLOCK_N, FOLD, USE_PTX, True,
+        )
+        unit += last - first
 
 
 @triton.jit
@@ -961,6 +1034,8 @@ class RpConfig:
     `chunk_mb` MB of dense weight at a time into one reused buffer and hand each chunk to cuBLAS
     (0: the whole weight at once); a chunk that fits in L2 is written and read back there instead
     of in device memory.
+    "streamk": `w4a16_rp_streamk_kernel` with rp's tile settings over `programs_per_sm` programs
+    per SM (no `split_k`: the runs cut K where they cross a tile).
     """
 
     kernel: str = "rp"
@@ -974,6 +1049,7 @@ class RpConfig:
     blocks_per_step: int = 4
     half_sums: bool = False
     fold: bool = False
+    programs_per_sm: int = 4
 
 
 def nonempty_split(steps: int, wanted: int) -> int:
@@ -997,6 +1073,8 @@ def launch_rp(
     in x's dtype (`vlq.kernels.repack.words_for`)."""
     m, k = x.shape
     n = qweight.shape[0]
+    if config.kernel == "streamk":
+        return _launch_streamk(x, qweight, scale_zeros, group_size, config)
     split = nonempty_split(k // 256, config.split_k)
     atomic = split > 1
     if not atomic:
@@ -1012,9 +1090,6 @@ def launch_rp(
         step = {"BLOCKS_PER_STEP": config.blocks_per_step, "HALF_SUMS": config.half_sums and x.dtype == torch.float16}
     else:
         kernel, grid, step = w4a16_rp_kernel, (row_tiles, split, token_tiles), {"FOLD": config.fold}
-    stages = config.num_stages
-    if group_size >= 256 and config.block_m * config.block_n >= 128 * 128:
-        stages = min(stages, 2)  # sm_90 compile: 3 stages of a 128x128 tile need 256 KB of shared memory here
     kernel[grid](
         x,
         qweight,
@@ -1034,10 +1109,52 @@ def launch_rp(
         USE_PTX=config.use_ptx and not _interpreted(),
         ATOMIC=atomic,
         num_warps=config.num_warps,
-        num_stages=stages,
+        num_stages=_stages(config, group_size),
         **step,
     )
     return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _launch_streamk(
+    x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, config: RpConfig
+) -> torch.Tensor:
+    """`x @ W` by `w4a16_rp_streamk_kernel`: a zero fill, then one launch whose pieces add into it."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    out = torch.zeros((m, n), dtype=x.dtype if x.dtype == torch.float16 else torch.float32, device=x.device)
+    row_tiles = triton.cdiv(n, config.block_n)
+    units = row_tiles * triton.cdiv(m, config.block_m) * (k // 256)
+    sms = sm_count(x.device.index or 0) if x.is_cuda else 4
+    per_program = triton.cdiv(units, min(units, config.programs_per_sm * sms))
+    w4a16_rp_streamk_kernel[(triton.cdiv(units, per_program),)](
+        x,
+        qweight,
+        scale_zeros.view(torch.int32),
+        out,
+        m,
+        n,
+        k,
+        x.stride(0),
+        out.stride(0),
+        k // 8,
+        row_tiles,
+        per_program,
+        MAGIC=_MAGIC[x.dtype],
+        GROUP=group_size,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        FOLD=config.fold,
+        USE_PTX=config.use_ptx and not _interpreted(),
+        num_warps=config.num_warps,
+        num_stages=_stages(config, group_size),
+    )
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _stages(config: RpConfig, group_size: int) -> int:
+    if group_size >= 256 and config.block_m * config.block_n >= 128 * 128:
+        return min(config.num_stages, 2)  # sm_90 compile: 3 stages of a 128x128 tile need 256 KB of shared memory here
+    return config.num_stages
 
 
 _DEQ_BLOCK_N = 32
@@ -1097,14 +1214,40 @@ def rp_dequant_matmul(
     return out
 
 
+# (config, group size, dtype, device) -> the setting that fit there (`run_rp`)
+_FITTED: dict[tuple, RpConfig] = {}
+
+
+def smaller_config(config: RpConfig) -> RpConfig:
+    """The next setting to try when `config` needs more shared memory than the GPU has: one
+    pipeline stage fewer down to two, then dequantize + cuBLAS, which always fits."""
+    if config.kernel in ("rp", "streamk") and config.num_stages > 2:
+        return dataclasses.replace(config, num_stages=config.num_stages - 1)
+    return RpConfig(kernel="deq")
+
+
 def run_rp(
     x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, config: RpConfig
 ) -> torch.Tensor:
-    """`x @ W` over vlq's layout as `config.kernel` says: "deq" dequantizes for cuBLAS, "rp" and
-    "gemv" run the fused kernels."""
-    if config.kernel == "deq":
-        return rp_dequant_matmul(x, qweight, scale_zeros, group_size, config.chunk_mb)
-    return launch_rp(x, qweight, scale_zeros, group_size, config)
+    """`x @ W` over vlq's layout as `config.kernel` says: "deq" dequantizes for cuBLAS, "rp",
+    "streamk" and "gemv" run the fused kernels.
+
+    Why the fallback: a table or heuristic setting is sized for Hopper's 227 KB of shared memory,
+    and some group sizes (more scale words per step) or other GPUs (A100 164 KB, consumer cards
+    99 KB) have less room; Triton then refuses the launch before anything runs, so vlq steps down
+    (`smaller_config`) and remembers what fit instead of failing the forward."""
+    key = (config, group_size, x.dtype, x.device)
+    config = _FITTED.get(key, config)
+    while config.kernel != "deq":
+        try:
+            out = launch_rp(x, qweight, scale_zeros, group_size, config)
+        except OutOfResources:
+            config = smaller_config(config)
+            continue
+        _FITTED[key] = config
+        return out
+    _FITTED[key] = config
+    return rp_dequant_matmul(x, qweight, scale_zeros, group_size, config.chunk_mb)
 
 
 def _pow2_at_least(value: float) -> int:
@@ -1115,8 +1258,8 @@ def _pow2_at_least(value: float) -> int:
 
 
 def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
-    """Settings for shapes the sweep did not see, read off the sweeps behind `vlq.kernels.tuned`
-    (H100 2026-11-23, H200 2026-12-04; on the H200's four shapes these picks are within 9% of the
+    """Settings for shapes the sweep did not see (or GPUs without a table), read off the sweeps
+    behind `vlq.kernels.tuned` (H100 2026-11-23, H200 2026-12-04; on the H200's four shapes these picks are within 9% of the
     best at every M but 64, where a 64x256 tile won by up to 15% with a split that depends on the shape).
 
     One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step, fp16 partial sums, except on
@@ -1142,16 +1285,24 @@ def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
     return RpConfig(kernel="deq")
 
 
-def pick_rp_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> RpConfig:
-    """Settings for `[m, k] @ [k, n]` over vlq's layout: the sweep's winner for a swept (K, N)
-    (`vlq.kernels.tuned`, the smallest swept token count >= m), else `heuristic_rp_config`."""
-    from vlq.kernels.tuned import TUNED
+def pick_rp_config(
+    m: int, n: int, k: int, group_size: int, sms: int = 132, device_name: str = ""
+) -> RpConfig:
+    """Settings for `[m, k] @ [k, n]` over vlq's layout: the winner of the sweep on this GPU model
+    for a swept (K, N) (`vlq.kernels.tuned.table_for`, the smallest swept token count >= m), else
+    `heuristic_rp_config`."""
+    from vlq.kernels.tuned import table_for
 
-    per_m = TUNED.get((k, n))
+    per_m = (table_for(device_name) or {}).get((k, n))
     if per_m:
         bucket = min((b for b in per_m if b >= m), default=max(per_m))
         return per_m[bucket]
     return heuristic_rp_config(m, n, k, sms)
+
+
+@functools.cache
+def device_name(device_index: int) -> str:
+    return torch.cuda.get_device_name(device_index)
 
 
 def w4a16_matmul_rp(x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -1160,5 +1311,6 @@ def w4a16_matmul_rp(x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.T
     n = qweight.shape[0]
     if m == 0:
         return x.new_empty((0, n))
-    config = pick_rp_config(m, n, k, group_size, sm_count(x.device.index or 0))
+    index = x.device.index or 0
+    config = pick_rp_config(m, n, k, group_size, sm_count(index), device_name(index))
     return run_rp(x, qweight, scale_zeros, group_size, config)

@@ -2,8 +2,8 @@
 measured them on NVIDIA H200 (2026-12-04, fp16, group 128). Entries for M = 1, 2, 4, 8, 16, 32, 4096
 are kept from the earlier table (NVIDIA H200).
 
-`pick_rp_config` takes the entry of the smallest swept token count >= M; other shapes use
-`heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.
+`pick_rp_config` takes the entry of the smallest swept token count >= M on GPUs of this model;
+other shapes use `heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.
 """
 
 from vlq.kernels.triton_w4a16 import RpConfig
