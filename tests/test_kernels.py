@@ -455,7 +455,14 @@ def test_pick_rp_config_uses_the_gpu_models_table_then_the_heuristic():
     assert triton_kernels.heuristic_rp_config(1, 28672, 8192, 132).kernel == "rp"  # 2**27+ weights
     wide = triton_kernels.heuristic_rp_config(128, 4096, 11008, 132)  # 32 row tiles: split 4
     assert (wide.block_m, wide.block_n, wide.split_k, wide.num_warps) == (128, 128, 4, 8)
-    assert triton_kernels.heuristic_rp_config(128, 28672, 8192, 132).split_k == 1  # 224 tiles
+    # wide weights: 64x256 tiles split to about one wave at 33-64 tokens, stream-K at 65-384
+    assert triton_kernels.heuristic_rp_config(64, 11008, 4096, 132) == RpConfig(
+        block_m=64, block_n=256, split_k=3, num_warps=8
+    )
+    assert triton_kernels.heuristic_rp_config(48, 28672, 8192, 132).split_k == 1  # 112 tiles
+    for m in (65, 128, 384):
+        assert triton_kernels.heuristic_rp_config(m, 28672, 8192, 132).kernel == "streamk"
+    assert triton_kernels.heuristic_rp_config(385, 28672, 8192, 132).kernel == "deq"
     assert not triton_kernels.heuristic_rp_config(256, 4096, 4096, 132).fold
     assert triton_kernels.heuristic_rp_config(4096, 4096, 4096, 132).kernel == "deq"
 

@@ -1259,19 +1259,29 @@ def _pow2_at_least(value: float) -> int:
 
 def heuristic_rp_config(m: int, n: int, k: int, sms: int) -> RpConfig:
     """Settings for shapes the sweep did not see (or GPUs without a table), read off the sweeps
-    behind `vlq.kernels.tuned` (H100 2026-11-23, H200 2026-12-04; on the H200's four shapes these picks are within 9% of the
-    best at every M but 64, where a 64x256 tile won by up to 15% with a split that depends on the shape).
+    behind `vlq.kernels.tuned` (H100 2026-11-23 and 2026-12-06, H200 2026-12-04; scored against the
+    H100 sweep of 2026-12-06, these picks are within 2.1% of the best at every point from 64 tokens
+    on its four shapes).
 
     One token: `w4a16_gemv_kernel`, 8 rows by 4 blocks of K per step, fp16 partial sums, except on
     weights of 2**27 and more, where the rp kernel below streams faster. Up to 64 tokens the time
     is the weight stream: 64 weight rows per program and folded (zero off the codes, scale after
     the dot), with split-K until each program streams at most sixteen 256-blocks of K and the grid
-    holds about 1.5 programs per SM. At 128 tokens, 128x128 tiles split until the grid holds about
-    two programs per SM (at most 4). From 256 tokens the dot dominates; past 384, dequantize + cuBLAS.
+    holds about 1.5 programs per SM; but wide weights (N >= 8192) at 33-64 tokens take 64x256 tiles
+    split to about one wave. At 128 tokens, 128x128 tiles split until the grid holds about two
+    programs per SM (at most 4). From 256 tokens the dot dominates; past 384, dequantize + cuBLAS.
+    Wide weights at 65-384 tokens run the 128x128 tiles stream-K, one program per SM (the tail
+    wave of split-K costs more there; on N = 4096 it is the other way round).
     """
     blocks = k // 256
+    wide = n >= 8192
     if m == 1 and k * n < 1 << 27:
         return RpConfig(kernel="gemv", block_m=1, block_n=8, blocks_per_step=4, half_sums=True)
+    if 32 < m <= 64 and wide:
+        split = max(1, round(sms / triton.cdiv(n, 256)))
+        return RpConfig(block_m=64, block_n=256, split_k=min(split, 4, blocks), num_warps=8)
+    if 64 < m <= 384 and wide:
+        return RpConfig(kernel="streamk", block_m=128, block_n=128, num_warps=8, programs_per_sm=1)
     if m <= 64:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         tiles = triton.cdiv(n, 64)
