@@ -475,6 +475,24 @@ def test_gpu_model_is_the_first_token_with_a_digit():
     assert gpu_model("cpu") == ""
 
 
+def test_bench_table_says_which_settings_vlq_ran():
+    from rich.console import Console
+
+    from vlq.kernels.bench import GemmBenchReport, GemmTiming, gemm_table
+    from vlq.kernels.tuned import table_device
+
+    assert table_device("NVIDIA H100 PCIe") == "NVIDIA H100 80GB HBM3"
+    assert table_device("NVIDIA A100-SXM4-80GB") is None
+    report = GemmBenchReport("NVIDIA H100 PCIe", "float16", 128, 2000.0, 4.25, None, "NVIDIA H100 80GB HBM3")
+    report.rows.append(GemmTiming(k=4096, n=4096, m=1, kernel="gemv", vlq_us=6.0, fp16_us=16.0, floor_us=3.0, autoawq_us=None))
+    console = Console(width=300, record=True)
+    console.print(gemm_table(report))
+    assert "the NVIDIA H100 80GB HBM3 sweep table" in console.export_text()
+    assert report.to_json()["settings"] == "NVIDIA H100 80GB HBM3"
+    console.print(gemm_table(GemmBenchReport("NVIDIA A100-SXM4-80GB", "float16", 128, 2000.0, 4.25, None)))
+    assert "the rule for unswept GPUs" in console.export_text()
+
+
 def test_run_rp_steps_down_when_shared_memory_is_short(monkeypatch):
     """A setting that needs more shared memory than the GPU has (Triton refuses its launch) runs
     with one stage fewer, then as dequantize + cuBLAS; what fit is remembered, so the refused

@@ -66,6 +66,7 @@ class GemmBenchReport:
     bandwidth_gbps: float
     bits_per_weight: float
     autoawq: str | None
+    settings: str = "heuristic"  # the sweep table's device (`vlq.kernels.tuned`), or "heuristic"
     rows: list[GemmTiming] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -92,6 +93,7 @@ class GemmBenchReport:
             "bandwidth_gbps": self.bandwidth_gbps,
             "bits_per_weight": self.bits_per_weight,
             "autoawq": self.autoawq,
+            "settings": self.settings,
             "rows": rows,
         }
 
@@ -299,6 +301,8 @@ def run_gemm_bench(
     if dtype not in DTYPES.values():
         raise UsageError(f"dtype {dtype} is not one of {', '.join(DTYPES)}")
 
+    from vlq.kernels.tuned import table_device
+
     device = torch.device("cuda", torch.cuda.current_device())
     props = torch.cuda.get_device_properties(device)
     l2_bytes = getattr(props, "L2_cache_size", 0) or _FALLBACK_L2_BYTES
@@ -313,6 +317,7 @@ def run_gemm_bench(
         bandwidth_gbps=bandwidth / 1e9,
         bits_per_weight=bits_per_weight(group_size, shapes[0][0]),
         autoawq=(autoawq_version() or "installed") if autoawq else None,
+        settings=table_device(props.name) or "heuristic",
     )
     for k, n in shapes:
         if k % group_size:
@@ -362,7 +367,13 @@ def gemm_table(report: GemmBenchReport) -> Table:
     """Rich table: one row per (shape, M)."""
     table = Table(
         title=f"w4a16 GEMM on {report.device} ({report.dtype} activations, group {report.group_size}, "
-        f"{report.bits_per_weight:.2f} bits/weight, read bandwidth {report.bandwidth_gbps:.0f} GB/s)",
+        f"{report.bits_per_weight:.2f} bits/weight, read bandwidth {report.bandwidth_gbps:.0f} GB/s; "
+        + (
+            "vlq settings: the rule for unswept GPUs"
+            if report.settings == "heuristic"
+            else f"vlq settings: the {report.settings} sweep table"
+        )
+        + ")",
         caption="GPU times in us (CUDA-graph replays, median of 3 interleaved rounds); floor = bytes of packed weights, zeros, scales "
         "and activations at the measured bandwidth; AutoAWQ = its Triton kernels as WQLinear_GEMM calls them"
         + ("" if report.autoawq else " (not installed)"),

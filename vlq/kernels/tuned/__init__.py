@@ -31,10 +31,17 @@ def gpu_model(device_name: str) -> str:
     return next((token for token in device_name.split() if any(c.isdigit() for c in token)), "")
 
 
-def table_for(device_name: str) -> dict | None:
-    """The table measured on this device, else on another of its model, else None."""
+def table_device(device_name: str) -> str | None:
+    """Which table a device uses: the `DEVICE` of the one measured on it, else on another of its
+    model; None when there is none."""
     found = tables()
     if device_name in found:
-        return found[device_name]
+        return device_name
     model = gpu_model(device_name)
-    return next((table for name, table in found.items() if model and gpu_model(name) == model), None)
+    return next((name for name in found if model and gpu_model(name) == model), None)
+
+
+def table_for(device_name: str) -> dict | None:
+    """The table `table_device` names, or None."""
+    name = table_device(device_name)
+    return tables()[name] if name else None
