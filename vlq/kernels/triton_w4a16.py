@@ -1068,28 +1068,37 @@ def _interpreted() -> bool:
 def launch_rp(
     x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, config: RpConfig
 ) -> torch.Tensor:
-    """`x [M, K] @ W` over vlq's layout with one launch of `w4a16_rp_kernel` or `w4a16_gemv_kernel`
-    (`config.kernel` "rp" or "gemv"), plus a zero fill for split-K. `scale_zeros` holds scales
-    in x's dtype (`vlq.kernels.repack.words_for`)."""
+    """`x [M, K] @ W` over vlq's layout with one launch of `w4a16_rp_kernel`, its stream-K grid
+    `w4a16_rp_streamk_kernel` or `w4a16_gemv_kernel` (`config.kernel` "rp", "streamk" or "gemv"),
+    plus a zero fill where partials add (split-K, stream-K). `scale_zeros` holds scales in x's
+    dtype (`vlq.kernels.repack.words_for`)."""
     m, k = x.shape
     n = qweight.shape[0]
+    token_tiles, row_tiles = triton.cdiv(m, config.block_m), triton.cdiv(n, config.block_n)
     if config.kernel == "streamk":
-        return _launch_streamk(x, qweight, scale_zeros, group_size, config)
-    split = nonempty_split(k // 256, config.split_k)
-    atomic = split > 1
+        units = row_tiles * token_tiles * (k // 256)
+        sms = sm_count(x.device.index or 0) if x.is_cuda else 4
+        per_program = triton.cdiv(units, min(units, config.programs_per_sm * sms))
+        atomic = True  # a run that crosses a tile adds each piece
+        kernel, grid, grid_args = w4a16_rp_streamk_kernel, (triton.cdiv(units, per_program),), (row_tiles, per_program)
+        step = {"FOLD": config.fold}
+    else:
+        split = nonempty_split(k // 256, config.split_k)
+        atomic = split > 1
+        grid_args = (split,)
+        if config.kernel == "gemv":
+            # token tiles vary fastest, so the programs reading one weight tile run together (L2 hits)
+            kernel, grid = w4a16_gemv_kernel, (token_tiles, row_tiles, split)
+            step = {"BLOCKS_PER_STEP": config.blocks_per_step, "HALF_SUMS": config.half_sums and x.dtype == torch.float16}
+        else:
+            kernel, grid, step = w4a16_rp_kernel, (row_tiles, split, token_tiles), {"FOLD": config.fold}
+        step["ATOMIC"] = atomic
     if not atomic:
         out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     elif x.dtype == torch.float16:
         out = torch.zeros((m, n), dtype=x.dtype, device=x.device)
     else:  # bf16 partials add in fp32 (bf16 atomics would round each to 8 bits)
         out = torch.zeros((m, n), dtype=torch.float32, device=x.device)
-    token_tiles, row_tiles = triton.cdiv(m, config.block_m), triton.cdiv(n, config.block_n)
-    if config.kernel == "gemv":
-        # token tiles vary fastest, so the programs reading one weight tile run together (L2 hits)
-        kernel, grid = w4a16_gemv_kernel, (token_tiles, row_tiles, split)
-        step = {"BLOCKS_PER_STEP": config.blocks_per_step, "HALF_SUMS": config.half_sums and x.dtype == torch.float16}
-    else:
-        kernel, grid, step = w4a16_rp_kernel, (row_tiles, split, token_tiles), {"FOLD": config.fold}
     kernel[grid](
         x,
         qweight,
@@ -1101,52 +1110,15 @@ def launch_rp(
         x.stride(0),
         out.stride(0),
         k // 8,
-        split,
+        *grid_args,
         MAGIC=_MAGIC[x.dtype],
         GROUP=group_size,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         USE_PTX=config.use_ptx and not _interpreted(),
-        ATOMIC=atomic,
         num_warps=config.num_warps,
         num_stages=_stages(config, group_size),
         **step,
-    )
-    return out if out.dtype == x.dtype else out.to(x.dtype)
-
-
-def _launch_streamk(
-    x: torch.Tensor, qweight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int, config: RpConfig
-) -> torch.Tensor:
-    """`x @ W` by `w4a16_rp_streamk_kernel`: a zero fill, then one launch whose pieces add into it."""
-    m, k = x.shape
-    n = qweight.shape[0]
-    out = torch.zeros((m, n), dtype=x.dtype if x.dtype == torch.float16 else torch.float32, device=x.device)
-    row_tiles = triton.cdiv(n, config.block_n)
-    units = row_tiles * triton.cdiv(m, config.block_m) * (k // 256)
-    sms = sm_count(x.device.index or 0) if x.is_cuda else 4
-    per_program = triton.cdiv(units, min(units, config.programs_per_sm * sms))
-    w4a16_rp_streamk_kernel[(triton.cdiv(units, per_program),)](
-        x,
-        qweight,
-        scale_zeros.view(torch.int32),
-        out,
-        m,
-        n,
-        k,
-        x.stride(0),
-        out.stride(0),
-        k // 8,
-        row_tiles,
-        per_program,
-        MAGIC=_MAGIC[x.dtype],
-        GROUP=group_size,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        FOLD=config.fold,
-        USE_PTX=config.use_ptx and not _interpreted(),
-        num_warps=config.num_warps,
-        num_stages=_stages(config, group_size),
     )
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
@@ -1240,13 +1212,9 @@ def run_rp(
     config = _FITTED.get(key, config)
     while config.kernel != "deq":
         try:
-            out = launch_rp(x, qweight, scale_zeros, group_size, config)
+            return launch_rp(x, qweight, scale_zeros, group_size, config)
         except OutOfResources:
-            config = smaller_config(config)
-            continue
-        _FITTED[key] = config
-        return out
-    _FITTED[key] = config
+            config = _FITTED[key] = smaller_config(config)
     return rp_dequant_matmul(x, qweight, scale_zeros, group_size, config.chunk_mb)
 
 

@@ -31,9 +31,10 @@ def gpu_model(device_name: str) -> str:
     return next((token for token in device_name.split() if any(c.isdigit() for c in token)), "")
 
 
+@functools.cache
 def table_device(device_name: str) -> str | None:
     """Which table a device uses: the `DEVICE` of the one measured on it, else on another of its
-    model; None when there is none."""
+    model; None when there is none. Cached: `pick_rp_config` asks on every forward."""
     found = tables()
     if device_name in found:
         return device_name
