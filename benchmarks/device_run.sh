@@ -3,6 +3,7 @@
 #   test    tests/test_kernels.py on the GPU (-n 12 where pytest-xdist is installed)
 #   gemm    benchmarks/gemm_bench.py   (vlq vs fp16 cuBLAS vs the read floor vs AutoAWQ)
 #   decode  benchmarks/decode_bench.py (7B-shaped end-to-end decode, fp16 vs w4a16)
+#   ws      benchmarks/ws_probe.py     (the warp-specialized kernel vs fp16 and vlq's dispatch; sm_90)
 #   other   run as a shell command
 # vlq is used from the tree (PYTHONPATH), and AutoAWQ 0.2.9's source from .whl/site when it is
 # there. That machine has no network, so fetch the source here first and carry `.whl`:
@@ -24,6 +25,7 @@ for step in "$@"; do
       tail -5 "$OUT/test.log" ;;
     gemm) timeout 300 python3 benchmarks/gemm_bench.py --json-out "$OUT/gemm.json" 2>&1 | tee "$OUT/gemm.log" ;;
     decode) timeout 300 python3 benchmarks/decode_bench.py --json-out "$OUT/decode.json" 2>&1 | tee "$OUT/decode.log" ;;
+    ws) timeout 400 python3 benchmarks/ws_probe.py --json-out "$OUT/ws.json" 2>&1 | tee "$OUT/ws.log" ;;
     *) echo "+ $step"; bash -c "$step" 2>&1 | tee -a "$OUT/cmd.log" ;;
   esac
 done

@@ -91,7 +91,9 @@ def decode_candidates(m):
 
 def prefill_candidates(m):
     """From 32 tokens: `w4a16_rp_kernel` tiles (dequantized, or folded up to 256 tokens), pipeline
-    stages and split-K, and from 128 tokens chunked dequantize + cuBLAS."""
+    stages and split-K, from 128 tokens chunked dequantize + cuBLAS, and from 256 tokens on an sm_90
+    GPU with Gluon the warp-specialized kernel (`vlq.kernels.ws_w4a16`)."""
+    from vlq.kernels import ws_w4a16
     from vlq.kernels.triton_w4a16 import RpConfig
 
     splits = (1, 2, 3, 4) if m <= 1024 else (1, 2)
@@ -124,6 +126,10 @@ def prefill_candidates(m):
     if m >= 128:
         for chunk in (0, 16, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))
+    if m >= 256 and torch.cuda.is_available() and ws_w4a16.available(torch.device("cuda")):
+        # (tokens per program, activation chunks in flight): 160-224 KB of shared memory
+        for bm, stages in ((128, 16), (256, 8), (256, 12)):
+            out += [RpConfig(kernel="ws", block_m=bm, num_stages=stages, split_k=split) for split in (1, 2)]
     return out
 
 
@@ -145,6 +151,8 @@ def describe(cfg):
         return f"gemv {tile} b{cfg.blocks_per_step}{' h' if cfg.half_sums else ''}"
     if cfg.kernel == "streamk":
         return f"streamk {cfg.block_m}x{cfg.block_n} {cfg.programs_per_sm}/SM w{cfg.num_warps} st{cfg.num_stages}"
+    if cfg.kernel == "ws":
+        return f"ws {cfg.block_m}x128 s{cfg.split_k} st{cfg.num_stages}"
     return f"rp {tile} st{cfg.num_stages}{' fold' if cfg.fold else ''}"
 
 

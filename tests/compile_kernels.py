@@ -94,6 +94,37 @@ def main() -> None:
         print(f"awq_dequantize-{name} {size}", flush=True)
         for bits in (8, 4):
             print(f"kv{bits}-{name} {compile_kv(dtype, bits)}", flush=True)
+        for atomic in (False, True):
+            print(f"ws-{name}-{'atomic' if atomic else 'store'} {compile_ws(dtype, atomic)}", flush=True)
+
+
+def compile_ws(torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8) -> int:
+    """The warp-specialized Gluon kernel (`vlq.kernels.ws_w4a16`) as the H100 table runs it; its
+    TMA descriptors are typed by block shape and shared-memory layout."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from vlq.kernels import ws_w4a16
+
+    dtype = TRITON_DTYPES[torch_dtype]
+    x_layout = gl.NVMMASharedLayout.get_default_for([block_m, ws_w4a16.CHUNK], ws_w4a16._gl_dtype(torch_dtype))
+    w_layout = gl.NVMMASharedLayout.get_default_for([ws_w4a16.BLOCK_N, ws_w4a16.CHUNK], gl.int32)
+    constexprs = {
+        "MAGIC": kernels._MAGIC[torch_dtype], "GROUP": 128, "BLOCK_M": block_m, "X_STAGES": x_stages,
+        "W_STAGES": ws_w4a16.WORD_STAGES, "IN_FLIGHT": ws_w4a16.DOTS_IN_FLIGHT, "ATOMIC": atomic,
+    }
+    out = "fp32" if atomic and torch_dtype == torch.bfloat16 else dtype
+    types = {
+        "x_desc": f"tensordesc<{dtype}[{block_m}, {ws_w4a16.CHUNK}],{x_layout!r}>",
+        "w_desc": f"tensordesc<i32[{ws_w4a16.BLOCK_N}, {ws_w4a16.CHUNK}],{w_layout!r}>",
+        "scale_zeros_ptr": "*u32", "out_ptr": f"*{out}",
+        **{name: "i32" for name in ("M", "N", "K", "stride_om", "split_k")},
+        **{name: "constexpr" for name in constexprs},
+    }
+    source = GluonASTSource(ws_w4a16.w4a16_ws_kernel, types, constexprs)
+    compiled = triton.compile(source, target=HOPPER, options={"num_warps": 4, "maxnreg": 168})
+    assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared
+    return len(compiled.asm["cubin"])
 
 
 def compile_kv(torch_dtype, bits: int, head_dim: int = 128) -> int:

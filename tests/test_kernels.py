@@ -414,7 +414,7 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
         f"{kernel}-{dtype}"
         for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4")
         for dtype in ("fp16", "bf16")
-    }
+    } | {f"ws-{dtype}-{store}" for dtype in ("fp16", "bf16") for store in ("store", "atomic")}
     assert set(built) == expected
     assert all(int(size) > 10_000 for size in built.values())
 
@@ -524,6 +524,71 @@ def test_run_rp_steps_down_when_shared_memory_is_short(monkeypatch):
     assert [c.num_stages for c in tried] == [3, 2]  # then dequantize + matmul, which always fits
     assert rel_error(out, expected) < 2e-3
     assert triton_kernels.smaller_config(RpConfig(kernel="gemv")) == RpConfig(kernel="deq")
+
+
+needs_hopper_gluon = pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
+    reason="the warp-specialized kernel needs an sm_90 GPU",
+)
+
+
+@needs_hopper_gluon
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group_size", [32, 64, 128, 256])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "block_m", "x_stages", "split_k"),
+    [
+        (1, 512, 40, 256, 8, 1),  # one token in a 256-token tile, N < one 128-row tile
+        (37, 768, 1000, 128, 16, 2),  # odd M and N, split-K 2 over 3 blocks
+        (300, 1280, 264, 256, 12, 3),  # two token tiles, 5 blocks in slices of 2, 2, 1
+        (600, 2048, 384, 64, 16, 1),
+    ],
+)
+def test_ws_kernel_matches_reference(dtype, group_size, m, k, n, block_m, x_stages, split_k):
+    """`vlq.kernels.ws_w4a16` (Gluon, sm_90 only) against the float64 reference, through `run_rp`'s
+    "ws" config as the H100 table selects it."""
+    from vlq.kernels import ws_w4a16
+
+    assert ws_w4a16.available(torch.device("cuda")), "Gluon missing from this Triton"
+    t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=m)
+    qweight, words = r["qweight"][:n].contiguous(), r["qzeros"][:, :n].contiguous()
+    flat = torch.randn(m * k + 1, generator=torch.Generator().manual_seed(2)).to(dtype).to(DEVICE)
+    x = flat[1:].view(m, k)  # a base 2 bytes off 16-byte alignment, which TMA cannot read from
+    config = RpConfig(kernel="ws", block_m=block_m, num_stages=x_stages, split_k=split_k)
+    out = triton_kernels.run_rp(x, qweight, words, group_size, config)
+    assert out.shape == (m, n) and out.dtype == dtype
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
+    assert rel_error(out, exact_reference(x, t, group_size)[:, :n]) < tolerance
+
+
+def test_ws_config_runs_as_dequant_where_the_kernel_cannot(monkeypatch):
+    """A table's "ws" pick on a GPU or Triton without Gluon's Hopper path (or on the CPU) runs as
+    dequantize + matmul, remembered like a setting that did not fit."""
+    from vlq.kernels import ws_w4a16
+
+    monkeypatch.setattr(ws_w4a16, "available", lambda device: False)
+    t, r = repacked_tensors(512, 64, 128, torch.float16, seed=4)
+    x = torch.randn(5, 512, dtype=torch.float16, device=DEVICE)
+    config = RpConfig(kernel="ws", block_m=256, num_stages=8)
+    out = triton_kernels.run_rp(x, r["qweight"], r["qzeros"], 128, config)
+    assert rel_error(out, exact_reference(x, t, 128)) < 2e-3
+    assert triton_kernels._FITTED[(config, 128, x.dtype, x.device)] == RpConfig(kernel="deq")
+
+
+def test_h100_table_runs_ws_only_where_it_was_timed_faster():
+    """The hand-merged ws entries: 513-1024 tokens on three of the four swept shapes; below 513 tokens
+    and on 4096x11008 the sweep's earlier picks stay (the H200 was not timed)."""
+    from vlq.kernels.tuned import table_for
+
+    h100 = "NVIDIA H100 80GB HBM3"
+    for k, n in ((8192, 28672), (11008, 4096), (4096, 4096)):
+        assert triton_kernels.pick_rp_config(1024, n, k, 128, 132, h100).kernel == "ws"
+        assert triton_kernels.pick_rp_config(513, n, k, 128, 132, h100).kernel == "ws"
+        assert triton_kernels.pick_rp_config(512, n, k, 128, 132, h100).kernel == "deq"
+        assert triton_kernels.pick_rp_config(4096, n, k, 128, 132, h100).kernel == "deq"
+    assert triton_kernels.pick_rp_config(1024, 11008, 4096, 128, 132, h100).kernel == "deq"
+    h200_table = table_for("NVIDIA H200")
+    assert all(config.kernel != "ws" for per_m in h200_table.values() for config in per_m.values())
 
 
 def test_bench_times_every_side_in_rotated_rounds_and_takes_medians():

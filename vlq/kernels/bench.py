@@ -225,6 +225,11 @@ def describe_kernel(m: int, n: int, k: int, group_size: int, device: torch.devic
         if c.kernel == "streamk":
             return f"streamk {c.block_m}x{c.block_n} {c.programs_per_sm}/SM w{c.num_warps}"
         split = f" split{c.split_k}" if c.split_k > 1 else ""
+        if c.kernel == "ws":
+            from vlq.kernels.ws_w4a16 import available
+
+            ran = "" if available(device) else " (no Gluon/sm_90 here: ran dequant+cuBLAS)"
+            return f"ws {c.block_m}x128{split} {c.num_stages} chunks in flight{ran}"
         blocks = f" b{c.blocks_per_step}" if c.kernel == "gemv" else ""
         sums = " fp16-sums" if c.kernel == "gemv" and c.half_sums else ""
         fold = " folded" if c.kernel == "rp" and c.fold else ""

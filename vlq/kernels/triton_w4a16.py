@@ -1036,6 +1036,9 @@ class RpConfig:
     of in device memory.
     "streamk": `w4a16_rp_streamk_kernel` with rp's tile settings over `programs_per_sm` programs
     per SM (no `split_k`: the runs cut K where they cross a tile).
+    "ws": the warp-specialized Hopper kernel (`vlq.kernels.ws_w4a16`), `block_m` tokens x 128 weight
+    rows per program, `num_stages` 32-wide activation chunks in flight, `split_k`; where Gluon or
+    an sm_90 GPU is missing it runs as "deq".
     """
 
     kernel: str = "rp"
@@ -1210,6 +1213,13 @@ def run_rp(
     (`smaller_config`) and remembers what fit instead of failing the forward."""
     key = (config, group_size, x.dtype, x.device)
     config = _FITTED.get(key, config)
+    if config.kernel == "ws":
+        from vlq.kernels import ws_w4a16
+
+        if ws_w4a16.available(x.device):
+            split = nonempty_split(x.shape[1] // 256, config.split_k)
+            return ws_w4a16.launch_ws(x, qweight, scale_zeros, group_size, config.block_m, config.num_stages, split)
+        config = _FITTED[key] = RpConfig(kernel="deq")
     while config.kernel != "deq":
         try:
             return launch_rp(x, qweight, scale_zeros, group_size, config)

@@ -3,6 +3,12 @@ measured them on NVIDIA H100 80GB HBM3 (2026-12-06, fp16, group 128).
 
 `pick_rp_config` takes the entry of the smallest swept token count >= M on GPUs of this model;
 other shapes use `heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.
+
+Merged by hand on 2026-12-06, same GPU: the lines marked `ws-probe` are the warp-specialized
+kernel (`vlq.kernels.ws_w4a16`) where `benchmarks/ws_probe.py` timed it faster than this table's
+pick in the same run (1024 tokens on three shapes; 0.93x on 4096x11008 and slower at 256 and 4096
+tokens, so those stay). The 512 lines keep the earlier pick below 513 tokens, where ws was not
+timed. The sweep now has ws candidates (`prefill_candidates`); its next run replaces all of this.
 """
 
 from vlq.kernels.triton_w4a16 import RpConfig
@@ -32,7 +38,8 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         64: RpConfig(block_m=64, block_n=256, num_warps=8),  # 74.1 us; fp16 161.3, AWQ-layout kernels 131.0
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 126.8 us; fp16 161.9, AWQ-layout kernels 204.3
         256: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 246.6 us; fp16 191.9, AWQ-layout kernels 410.8
-        1024: RpConfig(kernel='deq'),  # 845.9 us; fp16 618.3, AWQ-layout kernels 836.2
+        512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe: 779.0 us; fp16 612.7, table pick (deq) 836.5
         4096: RpConfig(kernel='deq'),  # 2970.2 us; fp16 2512.0, AWQ-layout kernels 2965.5
     },
     (11008, 4096): {
@@ -45,7 +52,8 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         64: RpConfig(block_m=64, block_n=128, split_k=4, num_warps=8),  # 18.6 us; fp16 37.0, AWQ-layout kernels 26.6
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 26.9 us; fp16 36.5, AWQ-layout kernels 46.7
         256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 47.0 us; fp16 49.7, AWQ-layout kernels 85.9
-        1024: RpConfig(kernel='deq'),  # 160.4 us; fp16 117.8, AWQ-layout kernels 154.7
+        512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe: 142.1 us; fp16 116.4, table pick (deq) 159.7
         4096: RpConfig(kernel='deq', chunk_mb=32),  # 586.6 us; fp16 469.5, AWQ-layout kernels 544.8
     },
     (4096, 4096): {
@@ -58,7 +66,8 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         64: RpConfig(block_m=64, split_k=4, fold=True),  # 9.8 us; fp16 14.3, AWQ-layout kernels 13.0
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 14.1 us; fp16 14.4, AWQ-layout kernels 20.6
         256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 21.3 us; fp16 18.5, AWQ-layout kernels 30.3
-        1024: RpConfig(kernel='deq'),  # 59.5 us; fp16 45.8, AWQ-layout kernels 60.7
+        512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe: 57.6 us; fp16 45.7, table pick (deq) 59.7
         4096: RpConfig(kernel='deq'),  # 196.6 us; fp16 180.9, AWQ-layout kernels 204.2
     },
 }

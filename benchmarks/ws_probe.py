@@ -1,0 +1,109 @@
+"""Time the warp-specialized prefill kernel (`vlq.kernels.ws_w4a16`) on an sm_90 GPU next to fp16
+cuBLAS and vlq's dispatch (the GPU's sweep table), after checking it against dequantize + cuBLAS.
+
+python benchmarks/ws_probe.py [--m 256,1024,4096] [--skip-check] [--json-out F]
+
+Per point it prints the three times and the best ws setting (tokens per program, activation
+chunks in flight, split-K), all timed in the same run as `gemm_sweep.py` times (CUDA graphs,
+L2-rotated weights). The H100 table's ws entries come from this script's run of 2026-12-06
+(`benchmarks/results/2026-12-06-h100-ws-probe-3-shipped.log`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gemm_sweep import SHAPES, _rand_awq, _repacked, copies, graph_time_us  # noqa: E402
+
+from vlq.kernels.triton_w4a16 import nonempty_split, rp_dequant_matmul, w4a16_matmul_rp  # noqa: E402
+from vlq.kernels.ws_w4a16 import BLOCK_N, launch_ws  # noqa: E402
+
+# (tokens per program, activation chunks in flight): 160-224 KB of shared memory
+TILES = ((128, 16), (256, 8), (256, 12))
+
+
+def check(dev) -> int:
+    bad = 0
+    for dtype, group, (k, n), m, split in itertools.product(
+        (torch.float16, torch.bfloat16), (32, 64, 128, 256), ((768, 1000), (512, 256)), (1, 37, 300), (1, 2)
+    ):
+        w = _repacked(_rand_awq(k, n, dtype, dev, group))
+        x = torch.randn(m, k, device=dev, dtype=dtype)
+        ref = rp_dequant_matmul(x, w["qweight"], w["qzeros"], group).float()
+        for block_m, stages in TILES[:2]:
+            got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, nonempty_split(k // 256, split))
+            err = (got.float() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
+            if not err < 2e-2:
+                bad += 1
+                print(f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} tile{block_m}: rel err {err:.3g}", flush=True)
+    print("check:", "all ok" if not bad else f"{bad} mismatches", flush=True)
+    return bad
+
+
+def time_points(dev, ms, group=128) -> list[dict]:
+    rows = []
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    for (k, n), m in itertools.product(SHAPES, ms):
+        nw = copies(n * k // 2)
+        ws_ = [_repacked(_rand_awq(k, n, torch.float16, dev, group)) for _ in range(nw)]
+        dense = [torch.randn(n, k, device=dev, dtype=torch.float16) for _ in range(copies(n * k * 2))]
+        x = torch.randn(m, k, device=dev, dtype=torch.float16)
+        row = {"k": k, "n": n, "m": m}
+        row["fp16"] = graph_time_us([lambda d=d, x=x: x @ d.t() for d in dense])
+        row["vlq"] = graph_time_us([lambda w=w, x=x: w4a16_matmul_rp(x, w["qweight"], w["qzeros"], group) for w in ws_])
+        best = None
+        blocks = k // 256
+        for block_m, stages in TILES:
+            tiles = -(-n // BLOCK_N) * -(-m // block_m)
+            for wanted in sorted({1, 2, 3, 4, max(1, round(sms / tiles)), max(1, round(2 * sms / tiles))}):
+                split = nonempty_split(blocks, wanted)
+                try:
+                    t = graph_time_us(
+                        [
+                            lambda w=w, x=x, args=(block_m, stages, split): launch_ws(
+                                x, w["qweight"], w["qzeros"], group, *args
+                            )
+                            for w in ws_
+                        ]
+                    )
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    print("fail", block_m, stages, split, repr(exc)[:200], flush=True)
+                    continue
+                if best is None or t < best[0]:
+                    best = (t, f"{BLOCK_N} rows x {block_m} tokens, {stages} chunks in flight, split {split}")
+        row["ws"], row["ws_cfg"] = best if best else (None, None)
+        rows.append(row)
+        ws_t = row["ws"] or float("nan")
+        print(
+            f"{k}x{n} M={m}: fp16 {row['fp16']:.1f} us, vlq {row['vlq']:.1f} ({row['fp16'] / row['vlq']:.2f}x fp16), "
+            f"ws {ws_t:.1f} ({row['fp16'] / ws_t:.2f}x fp16, {row['vlq'] / ws_t:.2f}x vlq) [{row['ws_cfg']}]",
+            flush=True,
+        )
+        del ws_, dense
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--m", default="256,1024,4096")
+    parser.add_argument("--json-out")
+    parser.add_argument("--skip-check", action="store_true")
+    args = parser.parse_args()
+    dev = torch.device("cuda")
+    print(torch.cuda.get_device_name(dev), flush=True)
+    bad = 0 if args.skip_check else check(dev)
+    rows = time_points(dev, [int(v) for v in args.m.split(",")])
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"device": torch.cuda.get_device_name(dev), "rows": rows}, indent=1))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Warp-specialized w4a16 prefill kernel for Hopper (Gluon), over vlq's load-time layout.
+
+Why: the fused rp kernel (`triton_w4a16.w4a16_rp_kernel`) is written in Triton, which makes every
+warp load, unpack and multiply in lockstep: both warpgroups meet at CTA-wide barriers each step
+and unpack at the same time while the tensor cores wait (ncu: tensor pipe ~46% busy at 1024
+tokens), and its 256-wide K steps keep the token tile at 128. Gluon lets vlq place the work:
+- one warp issues the TMA copies: each 256-block's words (`[128 rows, 32]` int32) into a ring of
+  two, each 32-wide activation chunk (`[BLOCK_M tokens, 32]`) into a ring of `X_STAGES`;
+- two consumer warpgroups, 64 weight rows each, unpack a chunk of the words straight into the
+  wgmma's register operand (`out^T = W x^T`: the weights are the left operand, so they never go
+  through shared memory), start its dot and unpack the next chunk while up to two dots run.
+  The warpgroups share only the rings and release each slot on their own, so neither waits for
+  the other's unpacking; the group scales come a whole block ahead.
+Chunks are 32 K positions wide because vlq's layout keeps a chunk's neighbouring positions in one
+word (`vlq.kernels.repack`); unpacking is one shift and one `lop3` per two weights, as in the rp
+kernel. Token tiles of 256 fit: one activation slot is 16 KB instead of the rp kernel's 128 KB.
+
+Needs Triton's Gluon (3.6 on the device; the TMA load's name changed after it) and an sm_90 GPU:
+`available()`. Selected through `RpConfig(kernel="ws")` where the GPU's sweep table says so.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+try:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    # Triton 3.6 (the device's) names the TMA load `async_copy_global_to_shared`, later ones `async_load`
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+except ImportError:  # no Gluon in this Triton: the kernel is never offered
+    gluon = None
+
+CHUNK = 32  # K positions per dot
+BLOCK_N = 128  # weight rows per program: two warpgroups of 64
+WORD_STAGES = 2  # 256-blocks of words in flight
+DOTS_IN_FLIGHT = 2
+
+if gluon is not None:
+    _CHUNK = gl.constexpr(CHUNK)
+
+    @gluon.constexpr_function
+    def _chunk_ptx(half, chunk, magic):
+        """Chunk `4 half + chunk` of a word pair (2p, 2p + 1): its positions 2p, 2p + 1 as two floats."""
+        src = "$1" if half == 0 else "$2"
+        return f"{{ .reg .b32 t; shr.u32 t, {src}, {4 * chunk}; lop3.b32 $0, t, 0x000F000F, {hex(magic)}, 0xea; }}"
+
+    @gluon.jit
+    def _chunk(words, R: gl.constexpr, MAGIC: gl.constexpr, dtype: gl.constexpr):
+        """`OFFSET + code` of chunk R from a `[rows, 32]` tile of words, `[rows, 32]` in dtype.
+        The pair (2p, 2p + 1) must sit in one thread: the wgmma operand layout (two neighbouring K
+        positions per register) makes it so."""
+        ptx: gl.constexpr = _chunk_ptx(R // 4, R % 4, MAGIC)
+        if dtype == gl.float16:
+            return gl.inline_asm_elementwise(ptx, "=r,r,r", [words], dtype=gl.float16, is_pure=True, pack=2)
+        else:
+            return gl.inline_asm_elementwise(ptx, "=r,r,r", [words], dtype=gl.bfloat16, is_pure=True, pack=2)
+
+    @gluon.jit
+    def _scale_zero(words, MAGIC: gl.constexpr, dtype: gl.constexpr):
+        """vlq's scale-and-zero words -> (scale, OFFSET + zero) in dtype (`triton_w4a16._scale_zero`)."""
+        s = (words & 0xFFFF).to(gl.int16).to(dtype, bitcast=True)
+        z = ((words >> 16) | (MAGIC & 0xFFFF)).to(gl.int16).to(dtype, bitcast=True)
+        return s, z
+
+    @gluon.jit
+    def _block_scale_words(scale_zeros_ptr, blk, N, rows, mask, GROUP: gl.constexpr):
+        """The scale-and-zero words of the eight 32-wide chunks of 256-block blk for `rows`."""
+        ptrs = scale_zeros_ptr + rows
+        return (
+            gl.load(ptrs + ((blk * 256 + 0) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 32) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 64) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 96) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 128) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 160) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 192) // GROUP) * N, mask=mask, other=0),
+            gl.load(ptrs + ((blk * 256 + 224) // GROUP) * N, mask=mask, other=0),
+        )
+
+    @gluon.jit
+    def _loader(
+        x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
+        HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        scale_zeros_ptr, M, N, stride_om,
+    ):
+        """One warp: the TMA copies of each 256-block's words and of each 32-wide activation chunk.
+        It takes `_warpgroup`'s arguments because Gluon gives all worker partitions one signature."""
+        for blk in range(first, last):
+            j = blk - first
+            ws = j % W_STAGES
+            mbarrier.wait(w_empty.index(ws), ((j // W_STAGES) & 1) ^ 1)
+            mbarrier.expect(w_ready.index(ws), w_desc.block_type.nbytes)
+            _tma_load(w_desc, [row0, blk * 32], w_ready.index(ws), w_bufs.index(ws))
+            for r in gl.static_range(8):
+                i = 8 * j + r
+                xs = i % X_STAGES
+                mbarrier.wait(x_empty.index(xs), ((i // X_STAGES) & 1) ^ 1)
+                mbarrier.expect(x_ready.index(xs), x_desc.block_type.nbytes)
+                _tma_load(x_desc, [m0, blk * 256 + _CHUNK * r], x_ready.index(xs), x_bufs.index(xs))
+
+    @gluon.jit
+    def _warpgroup(
+        x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
+        HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        scale_zeros_ptr, M, N, stride_om,
+    ):
+        """One consumer warpgroup: rows `row0 + 64 HALF ..` of the tile. It unpacks each chunk of the
+        words into the wgmma's register operand and runs the dot while unpacking the next; the two
+        warpgroups only share the TMA ring (each releases a slot on its own), so neither waits for
+        the other's unpacking."""
+        dtype: gl.constexpr = x_desc.dtype
+        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
+        )
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        rows = row0 + 64 * HALF + gl.arange(0, 64, layout=gl.SliceLayout(1, a_layout))
+        mask_rows = rows < N
+        # the launcher never makes an empty slice; saying so drops the loop's zero-trip path, whose
+        # zeroed accumulator would make ptxas serialize every wgmma (warning C7515)
+        gl.assume(last > first)
+        acc = gl.zeros([64, BLOCK_M], gl.float32, acc_layout)
+        # the scale-and-zero words of each chunk, loaded a block ahead so that their latency hides
+        # behind a block of dots (a group's word repeats for each of its chunks: L1 hits)
+        sz = _block_scale_words(scale_zeros_ptr, first, N, rows, mask_rows, GROUP)
+        for blk in range(first, last):
+            j = blk - first
+            ws = j % W_STAGES
+            mbarrier.wait(w_ready.index(ws), (j // W_STAGES) & 1)
+            words = w_bufs.index(ws).slice(64 * HALF, 64, dim=0).load(a_layout)
+            mbarrier.arrive(w_empty.index(ws), count=1)
+            next_sz = _block_scale_words(scale_zeros_ptr, blk + 1, N, rows, mask_rows & (blk + 1 < last), GROUP)
+            for r in gl.static_range(8):
+                scale, zero = _scale_zero(sz[r], MAGIC, dtype)
+                a = (_chunk(words, r, MAGIC, dtype) - zero[:, None]) * scale[:, None]
+                i = 8 * j + r
+                xs = i % X_STAGES
+                mbarrier.wait(x_ready.index(xs), (i // X_STAGES) & 1)
+                acc = warpgroup_mma(a, x_bufs.index(xs).permute((1, 0)), acc, is_async=True)
+                # all but the last IN_FLIGHT dots are done: the oldest one's activation slot goes back
+                acc = warpgroup_mma_wait(num_outstanding=IN_FLIGHT, deps=(acc,))
+                mbarrier.arrive(
+                    x_empty.index((i + X_STAGES - IN_FLIGHT) % X_STAGES), count=1, pred=i >= IN_FLIGHT
+                )
+            sz = next_sz
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+
+        offs_n = row0 + 64 * HALF + gl.arange(0, 64, layout=gl.SliceLayout(1, acc_layout))
+        offs_m = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, acc_layout))
+        out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
+        mask = (offs_n < N)[:, None] & (offs_m < M)[None, :]
+        value = acc.to(out_ptr.dtype.element_ty)
+        if ATOMIC:
+            gl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
+        else:
+            gl.store(out_ptrs, value, mask=mask)
+
+    @gluon.jit(do_not_specialize=["M", "split_k"])
+    def w4a16_ws_kernel(
+        x_desc, w_desc, scale_zeros_ptr, out_ptr, M, N, K, stride_om, split_k,
+        MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, ATOMIC: gl.constexpr,
+    ):
+        """`out[M, N] (+)= x @ W^T` for one tile of 128 weight rows x BLOCK_M tokens and one slice of
+        the 256-blocks of K (split-K: ATOMIC adds into a zeroed output)."""
+        dtype: gl.constexpr = x_desc.dtype
+        blocks = K // 256
+        per_split = gl.cdiv(blocks, split_k)
+        first = gl.program_id(1) * per_split
+        last = gl.minimum(first + per_split, blocks)
+        row0 = gl.program_id(0) * 128
+        m0 = gl.program_id(2) * BLOCK_M
+
+        x_bufs = gl.allocate_shared_memory(dtype, [X_STAGES, BLOCK_M, _CHUNK], x_desc.layout)
+        w_bufs = gl.allocate_shared_memory(gl.int32, [W_STAGES, 128, _CHUNK], w_desc.layout)
+        x_ready = gl.allocate_shared_memory(gl.int64, [X_STAGES, 1], mbarrier.MBarrierLayout())
+        x_empty = gl.allocate_shared_memory(gl.int64, [X_STAGES, 1], mbarrier.MBarrierLayout())
+        w_ready = gl.allocate_shared_memory(gl.int64, [W_STAGES, 1], mbarrier.MBarrierLayout())
+        w_empty = gl.allocate_shared_memory(gl.int64, [W_STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(X_STAGES):
+            mbarrier.init(x_ready.index(s), count=1)
+            mbarrier.init(x_empty.index(s), count=2)  # each warpgroup releases the slot
+        for s in gl.static_range(W_STAGES):
+            mbarrier.init(w_ready.index(s), count=1)
+            mbarrier.init(w_empty.index(s), count=2)
+
+        gl.warp_specialize(
+            [
+                (
+                    _warpgroup,
+                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, IN_FLIGHT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     stride_om),
+                ),
+                (
+                    _warpgroup,
+                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 1,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, IN_FLIGHT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     stride_om),
+                ),
+                (
+                    _loader,
+                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, IN_FLIGHT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     stride_om),
+                ),
+            ],
+            [4, 1],
+            [232, 24],
+        )
+
+
+def available(device: torch.device) -> bool:
+    """Whether this kernel can run here: Gluon present and an sm_90 GPU."""
+    return gluon is not None and device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0)
+
+
+def _gl_dtype(dtype: torch.dtype):
+    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.int32: gl.int32}[dtype]
+
+
+def launch_ws(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale_zeros: torch.Tensor,
+    group_size: int,
+    block_m: int = 256,
+    x_stages: int = 8,
+    split_k: int = 1,
+) -> torch.Tensor:
+    """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
+    per program, `x_stages` activation chunks in flight, `split_k` K slices (atomically added; at
+    most K / 256, none empty: `triton_w4a16.nonempty_split`)."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
+        x = x.clone(memory_format=torch.contiguous_format)
+    x_desc = TensorDescriptor.from_tensor(
+        x, [block_m, CHUNK], gl.NVMMASharedLayout.get_default_for([block_m, CHUNK], _gl_dtype(x.dtype))
+    )
+    w_desc = TensorDescriptor.from_tensor(
+        qweight, [BLOCK_N, CHUNK], gl.NVMMASharedLayout.get_default_for([BLOCK_N, CHUNK], gl.int32)
+    )
+    atomic = split_k > 1
+    # bf16 partials add in fp32 (bf16 atomics would round each to 8 bits)
+    out_dtype = torch.float32 if atomic and x.dtype == torch.bfloat16 else x.dtype
+    out = (torch.zeros if atomic else torch.empty)((m, n), dtype=out_dtype, device=x.device)
+    grid = (triton.cdiv(n, BLOCK_N), split_k, triton.cdiv(m, block_m))
+    w4a16_ws_kernel[grid](
+        x_desc, w_desc, scale_zeros, out, m, n, k, out.stride(0), split_k,
+        MAGIC=0x64006400 if x.dtype == torch.float16 else 0x43004300, GROUP=group_size, BLOCK_M=block_m,
+        X_STAGES=x_stages, W_STAGES=WORD_STAGES, IN_FLIGHT=DOTS_IN_FLIGHT, ATOMIC=atomic,
+        # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
+        # then 232 for the consumers and 24 for the copy warp
+        num_warps=4, maxnreg=168,
+    )
+    return out if out.dtype == x.dtype else out.to(x.dtype)
