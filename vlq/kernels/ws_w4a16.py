@@ -21,6 +21,8 @@ Needs Triton's Gluon (3.6 on the device; the TMA load's name changed after it) a
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
@@ -222,7 +224,12 @@ if gluon is not None:
 
 def available(device: torch.device) -> bool:
     """Whether this kernel can run here: Gluon present and an sm_90 GPU."""
-    return gluon is not None and device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0)
+    return gluon is not None and device.type == "cuda" and _is_sm90(device.index or 0)
+
+
+@functools.cache
+def _is_sm90(device_index: int) -> bool:  # cached: `run_rp` asks on every forward of a "ws" pick
+    return torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
 def _gl_dtype(dtype: torch.dtype):
