@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gemm_sweep import SHAPES, _rand_awq, _repacked, copies, graph_time_us  # noqa: E402
 
 from vlq.kernels.triton_w4a16 import nonempty_split, rp_dequant_matmul, w4a16_matmul_rp  # noqa: E402
-from vlq.kernels.ws_w4a16 import BLOCK_N, launch_ws  # noqa: E402
+from vlq.kernels.ws_w4a16 import BLOCK_N, available, launch_ws  # noqa: E402
 
 # (tokens per program, activation chunks in flight): 160-224 KB of shared memory
 TILES = ((128, 16), (256, 8), (256, 12))
@@ -97,6 +97,9 @@ def main() -> int:
     parser.add_argument("--skip-check", action="store_true")
     args = parser.parse_args()
     dev = torch.device("cuda")
+    if not (torch.cuda.is_available() and available(dev)):
+        print("ws_probe needs an sm_90 GPU and a Triton with Gluon", file=sys.stderr)
+        return 2
     print(torch.cuda.get_device_name(dev), flush=True)
     bad = 0 if args.skip_check else check(dev)
     rows = time_points(dev, [int(v) for v in args.m.split(",")])
