@@ -1,4 +1,4 @@
-"""Compile vlq's Triton kernels (w4a16 GEMM, KV cache) to Hopper (sm_90) code without a GPU.
+"""Compile vlq's Triton kernels (w4a16 GEMM, the Gluon ws kernel, KV cache) to Hopper (sm_90) code without a GPU.
 
 Run by `tests/test_kernels.py` in a subprocess without TRITON_INTERPRET (the interpreter replaces
 `@triton.jit` functions when the module is imported, so the compile needs a fresh interpreter).
