@@ -38,7 +38,7 @@ def check(dev) -> int:
         x = torch.randn(m, k, device=dev, dtype=dtype)
         ref = rp_dequant_matmul(x, w["qweight"], w["qzeros"], group).float()
         for block_m, stages in TILES[:2]:
-            got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, nonempty_split(k // 256, split))
+            got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, split)
             err = (got.float() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
             if not err < 2e-2:
                 bad += 1
@@ -62,8 +62,8 @@ def time_points(dev, ms, group=128) -> list[dict]:
         blocks = k // 256
         for block_m, stages in TILES:
             tiles = -(-n // BLOCK_N) * -(-m // block_m)
-            for wanted in sorted({1, 2, 3, 4, max(1, round(sms / tiles)), max(1, round(2 * sms / tiles))}):
-                split = nonempty_split(blocks, wanted)
+            wanted = (1, 2, 3, 4, round(sms / tiles), round(2 * sms / tiles))
+            for split in sorted({nonempty_split(blocks, w) for w in wanted}):
                 try:
                     t = graph_time_us(
                         [

@@ -1195,7 +1195,7 @@ _FITTED: dict[tuple, RpConfig] = {}
 
 def smaller_config(config: RpConfig) -> RpConfig:
     """The next setting to try when `config` needs more shared memory than the GPU has: one
-    pipeline stage fewer down to two, then dequantize + cuBLAS, which always fits."""
+    pipeline stage fewer down to two (rp, stream-K), then dequantize + cuBLAS, which always fits."""
     if config.kernel in ("rp", "streamk") and config.num_stages > 2:
         return dataclasses.replace(config, num_stages=config.num_stages - 1)
     return RpConfig(kernel="deq")
@@ -1211,17 +1211,18 @@ def run_rp(
     and some group sizes (more scale words per step) or other GPUs (A100 164 KB, consumer cards
     99 KB) have less room; Triton then refuses the launch before anything runs, so vlq steps down
     (`smaller_config`) and remembers what fit instead of failing the forward."""
+    from vlq.kernels import ws_w4a16
+
     key = (config, group_size, x.dtype, x.device)
     config = _FITTED.get(key, config)
-    if config.kernel == "ws":
-        from vlq.kernels import ws_w4a16
-
-        if ws_w4a16.available(x.device):
-            split = nonempty_split(x.shape[1] // 256, config.split_k)
-            return ws_w4a16.launch_ws(x, qweight, scale_zeros, group_size, config.block_m, config.num_stages, split)
+    if config.kernel == "ws" and not ws_w4a16.available(x.device):
         config = _FITTED[key] = RpConfig(kernel="deq")
     while config.kernel != "deq":
         try:
+            if config.kernel == "ws":
+                return ws_w4a16.launch_ws(
+                    x, qweight, scale_zeros, group_size, config.block_m, config.num_stages, config.split_k
+                )
             return launch_rp(x, qweight, scale_zeros, group_size, config)
         except OutOfResources:
             config = _FITTED[key] = smaller_config(config)

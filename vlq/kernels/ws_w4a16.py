@@ -26,6 +26,8 @@ import functools
 import torch
 import triton
 
+from vlq.kernels.triton_w4a16 import _scale_zero, nonempty_split
+
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -65,13 +67,6 @@ if gluon is not None:
             return gl.inline_asm_elementwise(ptx, "=r,r,r", [words], dtype=gl.float16, is_pure=True, pack=2)
         else:
             return gl.inline_asm_elementwise(ptx, "=r,r,r", [words], dtype=gl.bfloat16, is_pure=True, pack=2)
-
-    @gluon.jit
-    def _scale_zero(words, MAGIC: gl.constexpr, dtype: gl.constexpr):
-        """vlq's scale-and-zero words -> (scale, OFFSET + zero) in dtype (`triton_w4a16._scale_zero`)."""
-        s = (words & 0xFFFF).to(gl.int16).to(dtype, bitcast=True)
-        z = ((words >> 16) | (MAGIC & 0xFFFF)).to(gl.int16).to(dtype, bitcast=True)
-        return s, z
 
     @gluon.jit
     def _block_scale_words(scale_zeros_ptr, blk, N, rows, mask, GROUP: gl.constexpr):
@@ -233,7 +228,7 @@ def _is_sm90(device_index: int) -> bool:  # cached: `run_rp` asks on every forwa
 
 
 def _gl_dtype(dtype: torch.dtype):
-    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.int32: gl.int32}[dtype]
+    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}[dtype]
 
 
 def launch_ws(
@@ -246,10 +241,11 @@ def launch_ws(
     split_k: int = 1,
 ) -> torch.Tensor:
     """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
-    per program, `x_stages` activation chunks in flight, `split_k` K slices (atomically added; at
-    most K / 256, none empty: `triton_w4a16.nonempty_split`)."""
+    per program, `x_stages` activation chunks in flight, about `split_k` K slices (atomically
+    added; `nonempty_split` makes it at most K / 256, none empty, as the kernel assumes)."""
     m, k = x.shape
     n = qweight.shape[0]
+    split_k = nonempty_split(k // 256, split_k)
     if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
         x = x.clone(memory_format=torch.contiguous_format)
     x_desc = TensorDescriptor.from_tensor(
