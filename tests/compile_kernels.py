@@ -101,14 +101,12 @@ def main() -> None:
 def compile_ws(torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8) -> int:
     """The warp-specialized Gluon kernel (`vlq.kernels.ws_w4a16`) as the H100 table runs it; its
     TMA descriptors are typed by block shape and shared-memory layout."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vlq.kernels import ws_w4a16
 
     dtype = TRITON_DTYPES[torch_dtype]
-    x_layout = gl.NVMMASharedLayout.get_default_for([block_m, ws_w4a16.CHUNK], ws_w4a16._gl_dtype(torch_dtype))
-    w_layout = gl.NVMMASharedLayout.get_default_for([ws_w4a16.BLOCK_N, ws_w4a16.CHUNK], gl.int32)
+    x_layout, w_layout = ws_w4a16.descriptor_layouts(block_m, torch_dtype)
     constexprs = {
         "MAGIC": kernels._MAGIC[torch_dtype], "GROUP": 128, "BLOCK_M": block_m, "X_STAGES": x_stages,
         "W_STAGES": ws_w4a16.WORD_STAGES, "IN_FLIGHT": ws_w4a16.DOTS_IN_FLIGHT, "ATOMIC": atomic,

@@ -227,8 +227,14 @@ def _is_sm90(device_index: int) -> bool:  # cached: `run_rp` asks on every forwa
     return torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def _gl_dtype(dtype: torch.dtype):
-    return {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}[dtype]
+def descriptor_layouts(block_m: int, dtype: torch.dtype) -> tuple:
+    """Shared-memory layouts of the TMA tiles (activation chunk, a block's words): the kernel's
+    descriptor types, which `launch_ws` builds and the sm_90 compile test names."""
+    x_dtype = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}[dtype]
+    return (
+        gl.NVMMASharedLayout.get_default_for([block_m, CHUNK], x_dtype),
+        gl.NVMMASharedLayout.get_default_for([BLOCK_N, CHUNK], gl.int32),
+    )
 
 
 def launch_ws(
@@ -248,12 +254,9 @@ def launch_ws(
     split_k = nonempty_split(k // 256, split_k)
     if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
         x = x.clone(memory_format=torch.contiguous_format)
-    x_desc = TensorDescriptor.from_tensor(
-        x, [block_m, CHUNK], gl.NVMMASharedLayout.get_default_for([block_m, CHUNK], _gl_dtype(x.dtype))
-    )
-    w_desc = TensorDescriptor.from_tensor(
-        qweight, [BLOCK_N, CHUNK], gl.NVMMASharedLayout.get_default_for([BLOCK_N, CHUNK], gl.int32)
-    )
+    x_layout, w_layout = descriptor_layouts(block_m, x.dtype)
+    x_desc = TensorDescriptor.from_tensor(x, [block_m, CHUNK], x_layout)
+    w_desc = TensorDescriptor.from_tensor(qweight, [BLOCK_N, CHUNK], w_layout)
     atomic = split_k > 1
     # bf16 partials add in fp32 (bf16 atomics would round each to 8 bits)
     out_dtype = torch.float32 if atomic and x.dtype == torch.bfloat16 else x.dtype
