@@ -575,6 +575,29 @@ def test_ws_config_runs_as_dequant_where_the_kernel_cannot(monkeypatch):
     assert triton_kernels._FITTED[(config, 128, x.dtype, x.device)] == RpConfig(kernel="deq")
 
 
+def test_ws_pick_steps_down_like_the_other_fused_kernels(monkeypatch):
+    """A "ws" launch that Triton refuses for shared memory runs as dequantize + matmul, remembered."""
+    from triton.runtime.errors import OutOfResources
+
+    from vlq.kernels import ws_w4a16
+
+    tried = []
+
+    def refuse(*args):
+        tried.append(args[4:])
+        raise OutOfResources(240_000, 232_448, "shared memory")
+
+    monkeypatch.setattr(ws_w4a16, "available", lambda device: True)
+    monkeypatch.setattr(ws_w4a16, "launch_ws", refuse)
+    t, r = repacked_tensors(512, 64, 128, torch.float16, seed=5)
+    x = torch.randn(5, 512, dtype=torch.float16, device=DEVICE)
+    config = RpConfig(kernel="ws", block_m=256, num_stages=12, split_k=2)
+    for _ in range(2):
+        out = triton_kernels.run_rp(x, r["qweight"], r["qzeros"], 128, config)
+        assert rel_error(out, exact_reference(x, t, 128)) < 2e-3
+    assert tried == [(256, 12, 2)]  # the second call starts at what fit
+
+
 def test_h100_table_runs_ws_only_where_it_was_timed_faster():
     """The hand-merged ws entries: 513-1024 tokens on three of the four swept shapes; below 513 tokens
     and on 4096x11008 the sweep's earlier picks stay (the H200 was not timed)."""
