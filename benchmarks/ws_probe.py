@@ -91,7 +91,7 @@ def time_points(dev, ms, group=128) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--m", default="256,1024,4096", help="token counts to time, comma-separated")
     parser.add_argument("--json-out", help="also write the timings (and each point's best ws setting) here")
     parser.add_argument("--skip-check", action="store_true", help="time without the correctness check first")
