@@ -96,11 +96,34 @@ def main() -> None:
             print(f"kv{bits}-{name} {compile_kv(dtype, bits)}", flush=True)
         for atomic in (False, True):
             print(f"ws-{name}-{'atomic' if atomic else 'store'} {compile_ws(dtype, atomic)}", flush=True)
+        print(f"ws_staggered-{name} {compile_ws(dtype, False, x_stages=11, stagger=True)}", flush=True)
 
 
-def compile_ws(torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8) -> int:
+def wgmma_serialized(ptx: str) -> list[str]:
+    """ptxas's warnings that it serialized the wgmmas (C7510-C7519: operands written while a dot is in
+    flight, too few registers...), which leave the tensor cores idle between dots; Triton's own
+    compile does not show them."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as source:
+        source.write(ptx)
+        source.flush()
+        result = subprocess.run(
+            [get_ptxas(90).path, "-arch=sm_90a", "-v", source.name, "-o", "/dev/null"],
+            capture_output=True, text=True, check=True,
+        )
+    return [line for line in result.stderr.splitlines() if "(C751" in line]
+
+
+def compile_ws(
+    torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8, stagger: bool = False
+) -> int:
     """The warp-specialized Gluon kernel (`vlq.kernels.ws_w4a16`) as the H100 table runs it; its
-    TMA descriptors are typed by block shape and shared-memory layout."""
+    TMA descriptors are typed by block shape and shared-memory layout. Fails where ptxas would
+    serialize its wgmmas."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from vlq.kernels import ws_w4a16
@@ -109,7 +132,7 @@ def compile_ws(torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8)
     x_layout, w_layout = ws_w4a16.descriptor_layouts(block_m, torch_dtype)
     constexprs = {
         "MAGIC": kernels._MAGIC[torch_dtype], "GROUP": 128, "BLOCK_M": block_m, "X_STAGES": x_stages,
-        "W_STAGES": ws_w4a16.WORD_STAGES, "IN_FLIGHT": ws_w4a16.DOTS_IN_FLIGHT, "ATOMIC": atomic,
+        "W_STAGES": ws_w4a16.WORD_STAGES, "DOTS_PER_WAIT": ws_w4a16.DOTS_PER_WAIT, "STAGGER": stagger, "ATOMIC": atomic,
     }
     out = "fp32" if atomic and torch_dtype == torch.bfloat16 else dtype
     types = {
@@ -122,6 +145,8 @@ def compile_ws(torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8)
     source = GluonASTSource(ws_w4a16.w4a16_ws_kernel, types, constexprs)
     compiled = triton.compile(source, target=HOPPER, options={"num_warps": 4, "maxnreg": 168})
     assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared
+    serialized = wgmma_serialized(compiled.asm["ptx"])
+    assert not serialized, serialized
     return len(compiled.asm["cubin"])
 
 

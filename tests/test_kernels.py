@@ -412,7 +412,7 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
         for store in ("store", "atomic")
     } | {
         f"{kernel}-{dtype}"
-        for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4")
+        for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4", "ws_staggered")
         for dtype in ("fp16", "bf16")
     } | {f"ws-{dtype}-{store}" for dtype in ("fp16", "bf16") for store in ("store", "atomic")}
     assert set(built) == expected
@@ -540,7 +540,7 @@ needs_hopper_gluon = pytest.mark.skipif(
     [
         (1, 512, 40, 256, 8, 1),  # one token in a 256-token tile, N < one 128-row tile
         (37, 768, 1000, 128, 16, 2),  # odd M and N, split-K 2 over 3 blocks
-        (300, 1280, 264, 256, 12, 3),  # two token tiles, 5 blocks in slices of 2, 2, 1
+        (300, 1280, 264, 256, 11, 3),  # two token tiles, 5 blocks in slices of 2, 2, 1
         (600, 2048, 384, 64, 16, 1),
     ],
 )
@@ -559,6 +559,37 @@ def test_ws_kernel_matches_reference(dtype, group_size, m, k, n, block_m, x_stag
     assert out.shape == (m, n) and out.dtype == dtype
     tolerance = 2e-3 if dtype == torch.float16 else 1e-2
     assert rel_error(out, exact_reference(x, t, group_size)[:, :n]) < tolerance
+
+
+@needs_hopper_gluon
+@pytest.mark.parametrize(("dots_per_wait", "stagger"), [(1, False), (2, True), (4, True), (8, False), (8, True)])
+def test_ws_dot_groupings_match_reference(dots_per_wait, stagger):
+    """Every grouping of the dots between waits (and the shifted groups of the second warpgroup)
+    gives back each activation slot exactly once: a slot released twice or never would hang or
+    race the copies."""
+    from vlq.kernels import ws_w4a16
+
+    t, r = repacked_tensors(2304, 256, 64, torch.float16, seed=dots_per_wait)
+    x = torch.randn(70, 2304, dtype=torch.float16, device=DEVICE)
+    out = ws_w4a16.launch_ws(x, r["qweight"], r["qzeros"], 64, 128, 11, 1, dots_per_wait, stagger)
+    assert rel_error(out, exact_reference(x, t, 64)) < 2e-3
+
+
+def test_ws_dot_groups_cover_each_block_once():
+    """The kernel's grouping of a block's eight dots: every dot in exactly one group, none longer
+    than asked, the block's last dot closing one (no dot in flight across blocks), for each
+    shift of the second warpgroup's groups."""
+    from vlq.kernels import ws_w4a16
+
+    if ws_w4a16.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    for per_wait in (1, 2, 4, 8):
+        for phase in range(per_wait):
+            sizes = [ws_w4a16._group_ending_at(r, per_wait, phase) for r in range(8)]
+            closes = [r for r in range(8) if sizes[r]]
+            assert closes[-1] == 7 and sum(sizes) == 8 and max(sizes) <= per_wait
+            assert [sizes[r] for r in closes] == [b - a for a, b in zip([-1, *closes], closes)]
+    assert [ws_w4a16._group_ending_at(r, 4, 2) for r in range(8)] == [0, 2, 0, 0, 0, 4, 0, 2]
 
 
 def test_ws_config_runs_as_dequant_where_the_kernel_cannot(monkeypatch):

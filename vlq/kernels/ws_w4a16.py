@@ -46,7 +46,7 @@ except ImportError:  # no Gluon in this Triton: the kernel is never offered
 CHUNK = 32  # K positions per dot
 BLOCK_N = 128  # weight rows per program: two warpgroups of 64
 WORD_STAGES = 2  # 256-blocks of words in flight
-DOTS_IN_FLIGHT = 2
+DOTS_PER_WAIT = 4  # dots issued before each full wait (default of `launch_ws`)
 
 if gluon is not None:
     _CHUNK = gl.constexpr(CHUNK)
@@ -56,6 +56,33 @@ if gluon is not None:
         """Chunk `4 half + chunk` of a word pair (2p, 2p + 1): its positions 2p, 2p + 1 as two floats."""
         src = "$1" if half == 0 else "$2"
         return f"{{ .reg .b32 t; shr.u32 t, {src}, {4 * chunk}; lop3.b32 $0, t, 0x000F000F, {hex(magic)}, 0xea; }}"
+
+    @gluon.constexpr_function
+    def _group_ending_at(r, per_wait, phase):
+        """How many dots end their group at chunk r of a block (0: no wait after r). Groups hold
+        `per_wait` dots, shifted by `phase`; the block's last chunk always closes one."""
+
+        def closes(c):
+            return (c + 1 + phase) % per_wait == 0
+
+        if not (closes(r) or r == 7):
+            return 0
+        first = r
+        while first > 0 and not closes(first - 1):
+            first -= 1
+        return r - first + 1
+
+    @gluon.jit
+    def _close_group(acc, x_empty, i, R: gl.constexpr, PER_WAIT: gl.constexpr, PHASE: gl.constexpr, X_STAGES: gl.constexpr):
+        """After dot i (chunk R of its block): if it ends a group, wait for the group's dots and give
+        their activation slots back. Only full waits: with dots left in flight while the next chunk
+        is unpacked into the register operand, ptxas serializes every wgmma (C7513, C7514)."""
+        count: gl.constexpr = _group_ending_at(R, PER_WAIT, PHASE)
+        if count > 0:
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            for d in gl.static_range(count):
+                mbarrier.arrive(x_empty.index((i - d) % X_STAGES), count=1)
+        return acc
 
     @gluon.jit
     def _chunk(words, R: gl.constexpr, MAGIC: gl.constexpr, dtype: gl.constexpr):
@@ -87,7 +114,7 @@ if gluon is not None:
     def _loader(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, STAGGER: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
         scale_zeros_ptr, M, N, stride_om,
     ):
         """One warp: the TMA copies of each 256-block's words and of each 32-wide activation chunk.
@@ -109,7 +136,7 @@ if gluon is not None:
     def _warpgroup(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, STAGGER: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
         scale_zeros_ptr, M, N, stride_om,
     ):
         """One consumer warpgroup: rows `row0 + 64 HALF ..` of the tile. It unpacks each chunk of the
@@ -144,19 +171,18 @@ if gluon is not None:
                 xs = i % X_STAGES
                 mbarrier.wait(x_ready.index(xs), (i // X_STAGES) & 1)
                 acc = warpgroup_mma(a, x_bufs.index(xs).permute((1, 0)), acc, is_async=True)
-                # all but the last IN_FLIGHT dots are done: the oldest one's activation slot goes back
-                acc = warpgroup_mma_wait(num_outstanding=IN_FLIGHT, deps=(acc,))
-                mbarrier.arrive(
-                    x_empty.index((i + X_STAGES - IN_FLIGHT) % X_STAGES), count=1, pred=i >= IN_FLIGHT
-                )
+                acc = _close_group(acc, x_empty, i, r, DOTS_PER_WAIT, HALF * STAGGER * (DOTS_PER_WAIT // 2), X_STAGES)
             sz = next_sz
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
 
-        offs_n = row0 + 64 * HALF + gl.arange(0, 64, layout=gl.SliceLayout(1, acc_layout))
-        offs_m = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, acc_layout))
+        # the tile is out^T: each thread's accumulator values sit in different output rows. A
+        # layout with eight neighbouring outputs of one token per thread stores 16 bytes at a time
+        out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [8, 4], [1, 4], [0, 1])
+        value = gl.convert_layout(acc.to(out_ptr.dtype.element_ty), out_layout)
+        offs_n = row0 + 64 * HALF + gl.arange(0, 64, layout=gl.SliceLayout(1, out_layout))
+        offs_m = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, out_layout))
         out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
         mask = (offs_n < N)[:, None] & (offs_m < M)[None, :]
-        value = acc.to(out_ptr.dtype.element_ty)
         if ATOMIC:
             gl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
         else:
@@ -166,7 +192,7 @@ if gluon is not None:
     def w4a16_ws_kernel(
         x_desc, w_desc, scale_zeros_ptr, out_ptr, M, N, K, stride_om, split_k,
         MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, ATOMIC: gl.constexpr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, STAGGER: gl.constexpr, ATOMIC: gl.constexpr,
     ):
         """`out[M, N] (+)= x @ W^T` for one tile of 128 weight rows x BLOCK_M tokens and one slice of
         the 256-blocks of K (split-K: ATOMIC adds into a zeroed output)."""
@@ -196,19 +222,19 @@ if gluon is not None:
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, IN_FLIGHT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, STAGGER, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 1,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, IN_FLIGHT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, STAGGER, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
                 (
                     _loader,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, IN_FLIGHT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, STAGGER, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
             ],
@@ -245,6 +271,8 @@ def launch_ws(
     block_m: int = 256,
     x_stages: int = 8,
     split_k: int = 1,
+    dots_per_wait: int = DOTS_PER_WAIT,
+    stagger: bool = False,
 ) -> torch.Tensor:
     """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
     per program, `x_stages` activation chunks in flight, about `split_k` K slices (atomically
@@ -265,7 +293,7 @@ def launch_ws(
     w4a16_ws_kernel[grid](
         x_desc, w_desc, scale_zeros, out, m, n, k, out.stride(0), split_k,
         MAGIC=0x64006400 if x.dtype == torch.float16 else 0x43004300, GROUP=group_size, BLOCK_M=block_m,
-        X_STAGES=x_stages, W_STAGES=WORD_STAGES, IN_FLIGHT=DOTS_IN_FLIGHT, ATOMIC=atomic,
+        X_STAGES=x_stages, W_STAGES=WORD_STAGES, DOTS_PER_WAIT=dots_per_wait, STAGGER=stagger, ATOMIC=atomic,
         # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
         # then 232 for the consumers and 24 for the copy warp
         num_warps=4, maxnreg=168,
