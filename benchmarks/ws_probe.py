@@ -1,12 +1,12 @@
 """Time the warp-specialized prefill kernel (`vlq.kernels.ws_w4a16`) on an sm_90 GPU next to fp16
 cuBLAS and vlq's dispatch (the GPU's sweep table), after checking it against dequantize + cuBLAS.
 
-python benchmarks/ws_probe.py [--m 256,1024,4096] [--groupings 2,4,4s,8,8s] [--skip-check] [--json-out F]
+python benchmarks/ws_probe.py [--m 256,1024,4096] [--groupings 2,4,8] [--skip-check] [--json-out F]
 
 Per point it prints the three times, the best ws setting (tokens per program, activation chunks
 in flight, split-K, dots per full wait) and the best time of each grouping, all timed in the same
-run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). The H100 table's ws entries come from this script's run of 2026-12-06
-(`benchmarks/results/2026-12-06-h100-ws-probe-3-shipped.log`).
+run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). The H100 table's ws entries come from this script's runs of 2026-12-06
+(`benchmarks/results/2026-12-06-h100-ws-probe-{3-shipped,4-full-waits}.log`).
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def check(dev) -> int:
         x = torch.randn(m, k, device=dev, dtype=dtype)
         ref = rp_dequant_matmul(x, w["qweight"], w["qzeros"], group).float()
         # other dot groupings once per shape: fp16, group 128
-        groupings = ((2, False), (4, True), (8, True)) if (dtype, group, m) == (torch.float16, 128, 300) else ()
-        for (block_m, stages), grouping in itertools.product(TILES[:2], ((DOTS_PER_WAIT, False), *groupings)):
-            got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, split, *grouping)
+        groupings = (2, 8) if (dtype, group, m) == (torch.float16, 128, 300) else ()
+        for (block_m, stages), per_wait in itertools.product(TILES[:2], (DOTS_PER_WAIT, *groupings)):
+            got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, split, per_wait)
             err = (got.float() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
             if not err < 2e-2:
                 bad += 1
                 print(
-                    f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} tile{block_m} {grouping}: rel err {err:.3g}",
+                    f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} tile{block_m} {per_wait} per wait: rel err {err:.3g}",
                     flush=True,
                 )
     print("check:", "all ok" if not bad else f"{bad} mismatches", flush=True)
@@ -65,14 +65,14 @@ def time_points(dev, ms, groupings, group=128) -> list[dict]:
         row["vlq"] = graph_time_us([lambda w=w, x=x: w4a16_matmul_rp(x, w["qweight"], w["qzeros"], group) for w in ws_])
         best = None
         blocks = k // 256
-        for (block_m, stages), (per_wait, stagger) in itertools.product(TILES, groupings):
+        for (block_m, stages), per_wait in itertools.product(TILES, groupings):
             if block_m < 256 <= m // 4:  # 128-token tiles only pay where 256 would leave SMs idle
                 continue
             tiles = -(-n // BLOCK_N) * -(-m // block_m)
             # split K only where the tiles leave SMs idle
             wanted = (1,) if tiles >= sms else (1, round(sms / tiles), round(2 * sms / tiles))
             for split in sorted({nonempty_split(blocks, w) for w in wanted}):
-                args = (block_m, stages, split, per_wait, stagger)
+                args = (block_m, stages, split, per_wait)
                 try:
                     t = graph_time_us(
                         [lambda w=w, x=x, args=args: launch_ws(x, w["qweight"], w["qzeros"], group, *args) for w in ws_]
@@ -80,14 +80,13 @@ def time_points(dev, ms, groupings, group=128) -> list[dict]:
                 except Exception as exc:  # noqa: BLE001 - report and go on
                     print("fail", args, repr(exc)[:200], flush=True)
                     continue
-                label = f"{per_wait}{'s' if stagger else ''}"
                 row.setdefault("ws_by_grouping", {})
-                row["ws_by_grouping"][label] = min(t, row["ws_by_grouping"].get(label, t))
+                row["ws_by_grouping"][per_wait] = min(t, row["ws_by_grouping"].get(per_wait, t))
                 if best is None or t < best[0]:
                     best = (
                         t,
                         f"{BLOCK_N} rows x {block_m} tokens, {stages} chunks in flight, split {split}, "
-                        f"{per_wait} dots per wait{', staggered' if stagger else ''}",
+                        f"{per_wait} dots per wait",
                     )
         row["ws"], row["ws_cfg"] = best if best else (None, None)
         rows.append(row)
@@ -95,7 +94,7 @@ def time_points(dev, ms, groupings, group=128) -> list[dict]:
         print(
             f"{k}x{n} M={m}: fp16 {row['fp16']:.1f} us, vlq {row['vlq']:.1f} ({row['fp16'] / row['vlq']:.2f}x fp16), "
             f"ws {ws_t:.1f} ({row['fp16'] / ws_t:.2f}x fp16, {row['vlq'] / ws_t:.2f}x vlq) [{row['ws_cfg']}]; "
-            + ", ".join(f"{g}: {t:.1f}" for g, t in row.get("ws_by_grouping", {}).items()),
+            + ", ".join(f"{g} per wait: {t:.1f}" for g, t in row.get("ws_by_grouping", {}).items()),
             flush=True,
         )
         del ws_, dense
@@ -108,9 +107,8 @@ def main() -> int:
     parser.add_argument("--json-out", help="also write the timings (and each point's best ws setting) here")
     parser.add_argument(
         "--groupings",
-        default="2,4,4s,8,8s",
-        help="dots each warpgroup issues between full waits, comma-separated, each timed; 's': the second"
-        " warpgroup's groups shifted by half a group",
+        default=f"2,{DOTS_PER_WAIT},8",
+        help="dots each warpgroup issues between full waits, comma-separated: each is timed",
     )
     parser.add_argument("--skip-check", action="store_true", help="time without the correctness check first")
     args = parser.parse_args()
@@ -120,7 +118,7 @@ def main() -> int:
         return 2
     print(torch.cuda.get_device_name(dev), flush=True)
     bad = 0 if args.skip_check else check(dev)
-    groupings = [(int(v.rstrip("s")), v.endswith("s")) for v in args.groupings.split(",")]
+    groupings = sorted({int(v) for v in args.groupings.split(",")})
     rows = time_points(dev, [int(v) for v in args.m.split(",")], groupings)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": torch.cuda.get_device_name(dev), "rows": rows}, indent=1))

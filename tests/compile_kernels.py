@@ -96,7 +96,7 @@ def main() -> None:
             print(f"kv{bits}-{name} {compile_kv(dtype, bits)}", flush=True)
         for atomic in (False, True):
             print(f"ws-{name}-{'atomic' if atomic else 'store'} {compile_ws(dtype, atomic)}", flush=True)
-        print(f"ws_staggered-{name} {compile_ws(dtype, False, x_stages=11, stagger=True)}", flush=True)
+        print(f"ws_8_per_wait-{name} {compile_ws(dtype, False, x_stages=11, dots_per_wait=8)}", flush=True)
 
 
 def wgmma_serialized(ptx: str) -> list[str]:
@@ -119,7 +119,7 @@ def wgmma_serialized(ptx: str) -> list[str]:
 
 
 def compile_ws(
-    torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8, stagger: bool = False
+    torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 8, dots_per_wait: int = 4
 ) -> int:
     """The warp-specialized Gluon kernel (`vlq.kernels.ws_w4a16`) as the H100 table runs it; its
     TMA descriptors are typed by block shape and shared-memory layout. Fails where ptxas would
@@ -132,7 +132,7 @@ def compile_ws(
     x_layout, w_layout = ws_w4a16.descriptor_layouts(block_m, torch_dtype)
     constexprs = {
         "MAGIC": kernels._MAGIC[torch_dtype], "GROUP": 128, "BLOCK_M": block_m, "X_STAGES": x_stages,
-        "W_STAGES": ws_w4a16.WORD_STAGES, "DOTS_PER_WAIT": ws_w4a16.DOTS_PER_WAIT, "STAGGER": stagger, "ATOMIC": atomic,
+        "W_STAGES": ws_w4a16.WORD_STAGES, "DOTS_PER_WAIT": dots_per_wait, "ATOMIC": atomic,
     }
     out = "fp32" if atomic and torch_dtype == torch.bfloat16 else dtype
     types = {

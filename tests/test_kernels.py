@@ -412,7 +412,7 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
         for store in ("store", "atomic")
     } | {
         f"{kernel}-{dtype}"
-        for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4", "ws_staggered")
+        for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4", "ws_8_per_wait")
         for dtype in ("fp16", "bf16")
     } | {f"ws-{dtype}-{store}" for dtype in ("fp16", "bf16") for store in ("store", "atomic")}
     assert set(built) == expected
@@ -562,34 +562,31 @@ def test_ws_kernel_matches_reference(dtype, group_size, m, k, n, block_m, x_stag
 
 
 @needs_hopper_gluon
-@pytest.mark.parametrize(("dots_per_wait", "stagger"), [(1, False), (2, True), (4, True), (8, False), (8, True)])
-def test_ws_dot_groupings_match_reference(dots_per_wait, stagger):
-    """Every grouping of the dots between waits (and the shifted groups of the second warpgroup)
-    gives back each activation slot exactly once: a slot released twice or never would hang or
-    race the copies."""
+@pytest.mark.parametrize("dots_per_wait", [1, 2, 3, 8])
+def test_ws_dot_groupings_match_reference(dots_per_wait):
+    """Every grouping of the dots between full waits gives back each activation slot exactly once:
+    a slot released twice or never would hang or race the copies."""
     from vlq.kernels import ws_w4a16
 
     t, r = repacked_tensors(2304, 256, 64, torch.float16, seed=dots_per_wait)
     x = torch.randn(70, 2304, dtype=torch.float16, device=DEVICE)
-    out = ws_w4a16.launch_ws(x, r["qweight"], r["qzeros"], 64, 128, 11, 1, dots_per_wait, stagger)
+    out = ws_w4a16.launch_ws(x, r["qweight"], r["qzeros"], 64, 128, 11, 1, dots_per_wait)
     assert rel_error(out, exact_reference(x, t, 64)) < 2e-3
 
 
 def test_ws_dot_groups_cover_each_block_once():
     """The kernel's grouping of a block's eight dots: every dot in exactly one group, none longer
-    than asked, the block's last dot closing one (no dot in flight across blocks), for each
-    shift of the second warpgroup's groups."""
+    than asked, the block's last dot closing one (no dot in flight across blocks)."""
     from vlq.kernels import ws_w4a16
 
     if ws_w4a16.gluon is None:
         pytest.skip("this Triton has no Gluon")
-    for per_wait in (1, 2, 4, 8):
-        for phase in range(per_wait):
-            sizes = [ws_w4a16._group_ending_at(r, per_wait, phase) for r in range(8)]
-            closes = [r for r in range(8) if sizes[r]]
-            assert closes[-1] == 7 and sum(sizes) == 8 and max(sizes) <= per_wait
-            assert [sizes[r] for r in closes] == [b - a for a, b in zip([-1, *closes], closes)]
-    assert [ws_w4a16._group_ending_at(r, 4, 2) for r in range(8)] == [0, 2, 0, 0, 0, 4, 0, 2]
+    for per_wait in range(1, 9):
+        sizes = [ws_w4a16._group_ending_at(r, per_wait) for r in range(8)]
+        closes = [r for r in range(8) if sizes[r]]
+        assert closes[-1] == 7 and sum(sizes) == 8 and max(sizes) <= per_wait
+        assert [sizes[r] for r in closes] == [b - a for a, b in zip([-1, *closes], closes)]
+    assert [ws_w4a16._group_ending_at(r, 3) for r in range(8)] == [0, 0, 3, 0, 0, 3, 0, 2]
 
 
 def test_ws_config_runs_as_dequant_where_the_kernel_cannot(monkeypatch):
@@ -630,17 +627,17 @@ def test_ws_pick_steps_down_like_the_other_fused_kernels(monkeypatch):
 
 
 def test_h100_table_runs_ws_only_where_it_was_timed_faster():
-    """The hand-merged ws entries: 513-1024 tokens on three of the four swept shapes; below 513 tokens
-    and on 4096x11008 the sweep's earlier picks stay (the H200 was not timed)."""
+    """The hand-merged ws entries: 129-256 and 513-1024 tokens on the four swept shapes; 257-512
+    and above 1024 tokens the sweep's earlier picks stay (the H200 was not timed)."""
     from vlq.kernels.tuned import table_for
 
     h100 = "NVIDIA H100 80GB HBM3"
-    for k, n in ((8192, 28672), (11008, 4096), (4096, 4096)):
-        assert triton_kernels.pick_rp_config(1024, n, k, 128, 132, h100).kernel == "ws"
-        assert triton_kernels.pick_rp_config(513, n, k, 128, 132, h100).kernel == "ws"
-        assert triton_kernels.pick_rp_config(512, n, k, 128, 132, h100).kernel == "deq"
-        assert triton_kernels.pick_rp_config(4096, n, k, 128, 132, h100).kernel == "deq"
-    assert triton_kernels.pick_rp_config(1024, 11008, 4096, 128, 132, h100).kernel == "deq"
+    for k, n in ((4096, 11008), (8192, 28672), (11008, 4096), (4096, 4096)):
+        for m in (129, 256, 513, 1024):
+            assert triton_kernels.pick_rp_config(m, n, k, 128, 132, h100).kernel == "ws"
+        for m in (257, 512, 1025, 4096):
+            assert triton_kernels.pick_rp_config(m, n, k, 128, 132, h100).kernel == "deq"
+        assert triton_kernels.pick_rp_config(128, n, k, 128, 132, h100).kernel != "ws"
     h200_table = table_for("NVIDIA H200")
     assert all(config.kernel != "ws" for per_m in h200_table.values() for config in per_m.values())
 

@@ -8,7 +8,8 @@ tokens), and its 256-wide K steps keep the token tile at 128. Gluon lets vlq pla
   two, each 32-wide activation chunk (`[BLOCK_M tokens, 32]`) into a ring of `X_STAGES`;
 - two consumer warpgroups, 64 weight rows each, unpack a chunk of the words straight into the
   wgmma's register operand (`out^T = W x^T`: the weights are the left operand, so they never go
-  through shared memory), start its dot and unpack the next chunk while up to two dots run.
+  through shared memory), start its dot and unpack the next chunk while it runs; after every
+  fourth dot they wait for all of them (ptxas serializes the wgmmas of any other form).
   The warpgroups share only the rings and release each slot on their own, so neither waits for
   the other's unpacking; the group scales come a whole block ahead.
 Chunks are 32 K positions wide because vlq's layout keeps a chunk's neighbouring positions in one
@@ -58,26 +59,19 @@ if gluon is not None:
         return f"{{ .reg .b32 t; shr.u32 t, {src}, {4 * chunk}; lop3.b32 $0, t, 0x000F000F, {hex(magic)}, 0xea; }}"
 
     @gluon.constexpr_function
-    def _group_ending_at(r, per_wait, phase):
-        """How many dots end their group at chunk r of a block (0: no wait after r). Groups hold
-        `per_wait` dots, shifted by `phase`; the block's last chunk always closes one."""
-
-        def closes(c):
-            return (c + 1 + phase) % per_wait == 0
-
-        if not (closes(r) or r == 7):
-            return 0
-        first = r
-        while first > 0 and not closes(first - 1):
-            first -= 1
-        return r - first + 1
+    def _group_ending_at(r, per_wait):
+        """How many dots end their group at chunk r of a block (0: no wait after r): groups of
+        `per_wait` dots, the block's last chunk always closing one."""
+        if (r + 1) % per_wait == 0 or r == 7:
+            return r % per_wait + 1
+        return 0
 
     @gluon.jit
-    def _close_group(acc, x_empty, i, R: gl.constexpr, PER_WAIT: gl.constexpr, PHASE: gl.constexpr, X_STAGES: gl.constexpr):
+    def _close_group(acc, x_empty, i, R: gl.constexpr, PER_WAIT: gl.constexpr, X_STAGES: gl.constexpr):
         """After dot i (chunk R of its block): if it ends a group, wait for the group's dots and give
         their activation slots back. Only full waits: with dots left in flight while the next chunk
         is unpacked into the register operand, ptxas serializes every wgmma (C7513, C7514)."""
-        count: gl.constexpr = _group_ending_at(R, PER_WAIT, PHASE)
+        count: gl.constexpr = _group_ending_at(R, PER_WAIT)
         if count > 0:
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             for d in gl.static_range(count):
@@ -114,7 +108,7 @@ if gluon is not None:
     def _loader(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, STAGGER: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
         scale_zeros_ptr, M, N, stride_om,
     ):
         """One warp: the TMA copies of each 256-block's words and of each 32-wide activation chunk.
@@ -136,7 +130,7 @@ if gluon is not None:
     def _warpgroup(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, STAGGER: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
         scale_zeros_ptr, M, N, stride_om,
     ):
         """One consumer warpgroup: rows `row0 + 64 HALF ..` of the tile. It unpacks each chunk of the
@@ -171,7 +165,7 @@ if gluon is not None:
                 xs = i % X_STAGES
                 mbarrier.wait(x_ready.index(xs), (i // X_STAGES) & 1)
                 acc = warpgroup_mma(a, x_bufs.index(xs).permute((1, 0)), acc, is_async=True)
-                acc = _close_group(acc, x_empty, i, r, DOTS_PER_WAIT, HALF * STAGGER * (DOTS_PER_WAIT // 2), X_STAGES)
+                acc = _close_group(acc, x_empty, i, r, DOTS_PER_WAIT, X_STAGES)
             sz = next_sz
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
 
@@ -192,7 +186,7 @@ if gluon is not None:
     def w4a16_ws_kernel(
         x_desc, w_desc, scale_zeros_ptr, out_ptr, M, N, K, stride_om, split_k,
         MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, STAGGER: gl.constexpr, ATOMIC: gl.constexpr,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr,
     ):
         """`out[M, N] (+)= x @ W^T` for one tile of 128 weight rows x BLOCK_M tokens and one slice of
         the 256-blocks of K (split-K: ATOMIC adds into a zeroed output)."""
@@ -222,19 +216,19 @@ if gluon is not None:
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, STAGGER, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 1,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, STAGGER, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
                 (
                     _loader,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, STAGGER, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
             ],
@@ -272,14 +266,16 @@ def launch_ws(
     x_stages: int = 8,
     split_k: int = 1,
     dots_per_wait: int = DOTS_PER_WAIT,
-    stagger: bool = False,
 ) -> torch.Tensor:
     """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
     per program, `x_stages` activation chunks in flight, about `split_k` K slices (atomically
-    added; `nonempty_split` makes it at most K / 256, none empty, as the kernel assumes)."""
+    added; `nonempty_split` makes it at most K / 256, none empty, as the kernel assumes), and a
+    full wait after every `dots_per_wait` dots (at most `x_stages`: a group holds its slots)."""
     m, k = x.shape
     n = qweight.shape[0]
     split_k = nonempty_split(k // 256, split_k)
+    if not 1 <= dots_per_wait <= min(8, x_stages):
+        raise ValueError(f"dots_per_wait must be 1..{min(8, x_stages)}, got {dots_per_wait}")
     if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
         x = x.clone(memory_format=torch.contiguous_format)
     x_layout, w_layout = descriptor_layouts(block_m, x.dtype)
@@ -293,7 +289,7 @@ def launch_ws(
     w4a16_ws_kernel[grid](
         x_desc, w_desc, scale_zeros, out, m, n, k, out.stride(0), split_k,
         MAGIC=0x64006400 if x.dtype == torch.float16 else 0x43004300, GROUP=group_size, BLOCK_M=block_m,
-        X_STAGES=x_stages, W_STAGES=WORD_STAGES, DOTS_PER_WAIT=dots_per_wait, STAGGER=stagger, ATOMIC=atomic,
+        X_STAGES=x_stages, W_STAGES=WORD_STAGES, DOTS_PER_WAIT=dots_per_wait, ATOMIC=atomic,
         # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
         # then 232 for the consumers and 24 for the copy warp
         num_warps=4, maxnreg=168,

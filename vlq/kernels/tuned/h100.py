@@ -6,9 +6,12 @@ other shapes use `heuristic_rp_config`. Generated file: rerun the sweep rather t
 
 Merged by hand on 2026-12-06, same GPU: the lines marked `ws-probe` are the warp-specialized
 kernel (`vlq.kernels.ws_w4a16`) where `benchmarks/ws_probe.py` timed it faster than this table's
-pick in the same run (1024 tokens on three shapes; 0.93x on 4096x11008 and slower at 256 and 4096
-tokens, so those stay). The 512 lines keep the earlier pick below 513 tokens, where ws was not
-timed. The sweep now has ws candidates (`prefill_candidates`); its next run replaces all of this.
+pick in the same run. Probe 1 timed the build whose wgmmas ptxas serialized (1024 tokens on three
+shapes won); probe 2 the fixed one, which wins at 256 and 1024 tokens on all four shapes and
+loses to dequantize + cuBLAS at 4096 (those stay). A 256-token tile costs the same for 129 tokens
+as for 256, and so do the earlier picks' two 128-token tiles, so ws takes the whole 129-256
+bucket. The 512 lines keep the earlier pick for 257-512 tokens, where ws was not timed. The sweep
+has ws candidates (`prefill_candidates`); its next run replaces all of this.
 """
 
 from vlq.kernels.triton_w4a16 import RpConfig
@@ -24,8 +27,9 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=2, fold=True),  # 14.4 us; fp16 34.9, AWQ-layout kernels 34.2
         64: RpConfig(block_m=64, block_n=256, split_k=3, num_warps=8),  # 19.7 us; fp16 33.0, AWQ-layout kernels 32.5
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 32.1 us; fp16 36.1, AWQ-layout kernels 57.2
-        256: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 54.8 us; fp16 38.2, AWQ-layout kernels 84.4
-        1024: RpConfig(kernel='deq', chunk_mb=32),  # 162.1 us; fp16 125.7, AWQ-layout kernels 179.3
+        256: RpConfig(kernel='ws', block_m=256, num_stages=8, split_k=3),  # ws-probe 2: 47.1 us; fp16 41.1, table pick (stream-K) 55.1
+        512: RpConfig(kernel='deq', chunk_mb=32),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 151.6 us; fp16 127.9, table pick (deq) 157.8
         4096: RpConfig(kernel='deq', chunk_mb=16),  # 555.5 us; fp16 498.5, AWQ-layout kernels 547.8
     },
     (8192, 28672): {
@@ -37,9 +41,9 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 56.4 us; fp16 156.0, AWQ-layout kernels 136.6
         64: RpConfig(block_m=64, block_n=256, num_warps=8),  # 74.1 us; fp16 161.3, AWQ-layout kernels 131.0
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 126.8 us; fp16 161.9, AWQ-layout kernels 204.3
-        256: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 246.6 us; fp16 191.9, AWQ-layout kernels 410.8
+        256: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 196.9 us; fp16 210.7, table pick (stream-K) 245.8
         512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe: 779.0 us; fp16 612.7, table pick (deq) 836.5
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 716.3 us; fp16 628.4 (ws-probe 1: 779.0, deq 836.5)
         4096: RpConfig(kernel='deq'),  # 2970.2 us; fp16 2512.0, AWQ-layout kernels 2965.5
     },
     (11008, 4096): {
@@ -51,9 +55,9 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 14.3 us; fp16 36.0, AWQ-layout kernels 30.1
         64: RpConfig(block_m=64, block_n=128, split_k=4, num_warps=8),  # 18.6 us; fp16 37.0, AWQ-layout kernels 26.6
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 26.9 us; fp16 36.5, AWQ-layout kernels 46.7
-        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 47.0 us; fp16 49.7, AWQ-layout kernels 85.9
+        256: RpConfig(kernel='ws', block_m=256, num_stages=8, split_k=4),  # ws-probe 2: 40.2 us; fp16 50.1, table pick (rp split 2) 48.3
         512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe: 142.1 us; fp16 116.4, table pick (deq) 159.7
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 133.8 us; fp16 119.5 (ws-probe 1: 142.1, deq 159.7)
         4096: RpConfig(kernel='deq', chunk_mb=32),  # 586.6 us; fp16 469.5, AWQ-layout kernels 544.8
     },
     (4096, 4096): {
@@ -65,9 +69,9 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 8.2 us; fp16 14.2, AWQ-layout kernels 13.8
         64: RpConfig(block_m=64, split_k=4, fold=True),  # 9.8 us; fp16 14.3, AWQ-layout kernels 13.0
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 14.1 us; fp16 14.4, AWQ-layout kernels 20.6
-        256: RpConfig(block_m=128, block_n=128, split_k=2, num_warps=8),  # 21.3 us; fp16 18.5, AWQ-layout kernels 30.3
+        256: RpConfig(kernel='ws', block_m=256, num_stages=8, split_k=4),  # ws-probe 2: 20.6 us; fp16 18.8, table pick (rp split 2) 25.9
         512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe: 57.6 us; fp16 45.7, table pick (deq) 59.7
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 51.8 us; fp16 46.8 (ws-probe 1: 57.6, deq 59.7)
         4096: RpConfig(kernel='deq'),  # 196.6 us; fp16 180.9, AWQ-layout kernels 204.2
     },
 }
