@@ -107,12 +107,9 @@ if gluon is not None:
     @gluon.jit
     def _loader(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
-        HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
-        scale_zeros_ptr, M, N, stride_om,
+        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr,
     ):
-        """One warp: the TMA copies of each 256-block's words and of each 32-wide activation chunk.
-        It takes `_warpgroup`'s arguments because Gluon gives all worker partitions one signature."""
+        """One warp: the TMA copies of each 256-block's words and of each 32-wide activation chunk."""
         for blk in range(first, last):
             j = blk - first
             ws = j % W_STAGES
@@ -227,9 +224,8 @@ if gluon is not None:
                 ),
                 (
                     _loader,
-                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
-                     stride_om),
+                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
+                     X_STAGES, W_STAGES),
                 ),
             ],
             [4, 1],
