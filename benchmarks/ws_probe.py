@@ -5,7 +5,8 @@ python benchmarks/ws_probe.py [--m 256,1024,4096] [--groupings 2,4,8] [--skip-ch
 
 Per point it prints the three times, the best ws setting (tokens per program, activation chunks
 in flight, split-K, dots per full wait) and the best time of each grouping, all timed in the same
-run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). The H100 table's ws entries come from this script's runs of 2026-12-06
+run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). The H100 table's ws entries come
+from this script's runs of 2026-12-06
 (`benchmarks/results/2026-12-06-h100-ws-probe-{3-shipped,4-full-waits}.log`).
 """
 
