@@ -113,14 +113,20 @@ def main() -> int:
     )
     parser.add_argument("--skip-check", action="store_true", help="time without the correctness check first")
     args = parser.parse_args()
+    try:
+        groupings = sorted({int(v) for v in args.groupings.split(",")})
+        ms = [int(v) for v in args.m.split(",")]
+    except ValueError:
+        parser.error("--m and --groupings take comma-separated integers")
+    if not all(1 <= g <= 8 for g in groupings):
+        parser.error("--groupings: dots per wait are 1 to 8 (a block has 8 dots)")
     dev = torch.device("cuda")
     if not (torch.cuda.is_available() and available(dev)):
         print("ws_probe needs an sm_90 GPU and a Triton with Gluon", file=sys.stderr)
         return 2
     print(torch.cuda.get_device_name(dev), flush=True)
     bad = 0 if args.skip_check else check(dev)
-    groupings = sorted({int(v) for v in args.groupings.split(",")})
-    rows = time_points(dev, [int(v) for v in args.m.split(",")], groupings)
+    rows = time_points(dev, ms, groupings)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": torch.cuda.get_device_name(dev), "rows": rows}, indent=1))
     return 1 if bad else 0
