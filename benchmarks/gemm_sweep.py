@@ -127,9 +127,10 @@ def prefill_candidates(m):
         for chunk in (0, 16, 32):
             out.append(RpConfig(kernel="deq", chunk_mb=chunk))
     if m >= 256 and torch.cuda.is_available() and ws_w4a16.available(torch.device("cuda")):
-        # (tokens per program, activation chunks in flight): 164-217 KB of shared memory; split-K
-        # for the few tiles of 256 tokens on narrow weights (the probe's best there: 3-4)
-        for bm, stages in ((128, 16), (256, 8), (256, 11)):
+        # (tokens per program, activation chunks in flight: whole groups of the default four dots
+        # per wait): 164-213 KB of shared memory; split-K for the few tiles of 256 tokens on narrow
+        # weights (the probe's best there: 2-4)
+        for bm, stages in ((128, 16), (256, 12), (256, 8)):
             out += [RpConfig(kernel="ws", block_m=bm, num_stages=stages, split_k=split) for split in (1, 2, 4)]
     return out
 

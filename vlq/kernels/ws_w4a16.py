@@ -5,13 +5,20 @@ warp load, unpack and multiply in lockstep: both warpgroups meet at CTA-wide bar
 and unpack at the same time while the tensor cores wait (ncu: tensor pipe ~46% busy at 1024
 tokens), and its 256-wide K steps keep the token tile at 128. Gluon lets vlq place the work:
 - one warp issues the TMA copies: each 256-block's words (`[128 rows, 32]` int32) into a ring of
-  two, each 32-wide activation chunk (`[BLOCK_M tokens, 32]`) into a ring of `X_STAGES`;
+  `word_stages` (one for 256-token tiles, so that three activation groups fit), and the 32-wide
+  activation chunks (`[BLOCK_M tokens, 32]`) in groups of `PER_WAIT` into a ring of `X_GROUPS`
+  groups, one mbarrier per group;
 - two consumer warpgroups, 64 weight rows each, unpack a chunk of the words straight into the
   wgmma's register operand (`out^T = W x^T`: the weights are the left operand, so they never go
-  through shared memory), start its dot and unpack the next chunk while it runs; after every
-  fourth dot they wait for all of them (ptxas serializes the wgmmas of any other form).
-  The warpgroups share only the rings and release each slot on their own, so neither waits for
-  the other's unpacking; the group scales come a whole block ahead.
+  through shared memory), start its dot and unpack the next chunk while it runs; after a group's
+  last dot (the fourth, by default) they wait for all of them (ptxas serializes the wgmmas of any
+  other form) and give the group back. Every mbarrier wait or arrive of a warpgroup costs it a
+  warpgroup-wide `bar.sync` as Gluon lowers it, so one wait and one release per group, not per
+  chunk, took 121 of 633 instructions out of each block's loop (sm_90 SASS).
+  The warpgroups share only the rings and release each group on their own, so neither waits for
+  the other's unpacking. The scale-and-zero words come a whole block ahead, one load per group,
+  and are unpacked before the next block's loads go out (after them, ptxas made the unpack wait
+  for those loads: a global-load latency per block, ncu's largest stall after the dots).
 Chunks are 32 K positions wide because vlq's layout keeps a chunk's neighbouring positions in one
 word (`vlq.kernels.repack`); unpacking is one shift and one `lop3` per two weights, as in the rp
 kernel. Token tiles of 256 fit: one activation slot is 16 KB instead of the rp kernel's 128 KB.
@@ -46,7 +53,11 @@ except ImportError:  # no Gluon in this Triton: the kernel is never offered
 
 CHUNK = 32  # K positions per dot
 BLOCK_N = 128  # weight rows per program: two warpgroups of 64
-WORD_STAGES = 2  # 256-blocks of words in flight
+def word_stages(block_m: int) -> int:
+    """256-blocks of words in flight: one for 256-token tiles, so that a third group of activation
+    chunks fits in shared memory (its lookahead was worth 1-5% on the H100; the words have a whole
+    block to arrive), two for smaller tiles."""
+    return 1 if block_m == 256 else 2
 DOTS_PER_WAIT = 4  # dots issued before each full wait (default of `launch_ws`)
 
 if gluon is not None:
@@ -58,25 +69,10 @@ if gluon is not None:
         src = "$1" if half == 0 else "$2"
         return f"{{ .reg .b32 t; shr.u32 t, {src}, {4 * chunk}; lop3.b32 $0, t, 0x000F000F, {hex(magic)}, 0xea; }}"
 
-    @gluon.constexpr_function
-    def _group_ending_at(r, per_wait):
-        """How many dots end their group at chunk r of a block (0: no wait after r): groups of
-        `per_wait` dots, the block's last chunk always closing one."""
-        if (r + 1) % per_wait == 0 or r == 7:
-            return r % per_wait + 1
-        return 0
-
     @gluon.jit
-    def _close_group(acc, x_empty, i, R: gl.constexpr, PER_WAIT: gl.constexpr, X_STAGES: gl.constexpr):
-        """After dot i (chunk R of its block): if it ends a group, wait for the group's dots and give
-        their activation slots back. Only full waits: with dots left in flight while the next chunk
-        is unpacked into the register operand, ptxas serializes every wgmma (C7513, C7514)."""
-        count: gl.constexpr = _group_ending_at(R, PER_WAIT)
-        if count > 0:
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            for d in gl.static_range(count):
-                mbarrier.arrive(x_empty.index((i - d) % X_STAGES), count=1)
-        return acc
+    def _group_slot(q, X_GROUPS: gl.constexpr):
+        """Ring slot and mbarrier phase of activation group q."""
+        return q % X_GROUPS, (q // X_GROUPS) & 1
 
     @gluon.jit
     def _chunk(words, R: gl.constexpr, MAGIC: gl.constexpr, dtype: gl.constexpr):
@@ -89,9 +85,16 @@ if gluon is not None:
         else:
             return gl.inline_asm_elementwise(ptx, "=r,r,r", [words], dtype=gl.bfloat16, is_pure=True, pack=2)
 
+    @gluon.constexpr_function
+    def _group_first_chunk(r, group):
+        """The first chunk of the group that chunk r of a block belongs to (the chunks of a group
+        share its scale-and-zero word: one load and one unpack serve them all)."""
+        return (_CHUNK.value * r // group) * group // _CHUNK.value if group > _CHUNK.value else r
+
     @gluon.jit
     def _block_scale_words(scale_zeros_ptr, blk, N, rows, mask, GROUP: gl.constexpr):
-        """The scale-and-zero words of the eight 32-wide chunks of 256-block blk for `rows`."""
+        """The scale-and-zero words of the eight 32-wide chunks of 256-block blk for `rows` (a word
+        no chunk reads, as the repeats within a group, is dropped as dead code)."""
         ptrs = scale_zeros_ptr + rows
         return (
             gl.load(ptrs + ((blk * 256 + 0) // GROUP) * N, mask=mask, other=0),
@@ -107,27 +110,32 @@ if gluon is not None:
     @gluon.jit
     def _loader(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr,
+        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr,
     ):
-        """One warp: the TMA copies of each 256-block's words and of each 32-wide activation chunk."""
+        """One warp: the TMA copies of each 256-block's words, and of each group of `PER_WAIT`
+        32-wide activation chunks (one mbarrier per group, so the consumers wait and release once
+        per group: each mbarrier operation of a warpgroup costs it a warpgroup-wide bar.sync)."""
         for blk in range(first, last):
             j = blk - first
             ws = j % W_STAGES
             mbarrier.wait(w_empty.index(ws), ((j // W_STAGES) & 1) ^ 1)
             mbarrier.expect(w_ready.index(ws), w_desc.block_type.nbytes)
             _tma_load(w_desc, [row0, blk * 32], w_ready.index(ws), w_bufs.index(ws))
-            for r in gl.static_range(8):
-                i = 8 * j + r
-                xs = i % X_STAGES
-                mbarrier.wait(x_empty.index(xs), ((i // X_STAGES) & 1) ^ 1)
-                mbarrier.expect(x_ready.index(xs), x_desc.block_type.nbytes)
-                _tma_load(x_desc, [m0, blk * 256 + _CHUNK * r], x_ready.index(xs), x_bufs.index(xs))
+            for g in gl.static_range(8 // PER_WAIT):
+                slot, phase = _group_slot((8 // PER_WAIT) * j + g, X_GROUPS)
+                mbarrier.wait(x_empty.index(slot), phase ^ 1)
+                mbarrier.expect(x_ready.index(slot), PER_WAIT * x_desc.block_type.nbytes)
+                for p in gl.static_range(PER_WAIT):
+                    _tma_load(
+                        x_desc, [m0, blk * 256 + _CHUNK * (PER_WAIT * g + p)], x_ready.index(slot),
+                        x_bufs.index(PER_WAIT * slot + p),
+                    )
 
     @gluon.jit
     def _warpgroup(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
+        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
         scale_zeros_ptr, M, N, stride_om,
     ):
         """One consumer warpgroup: rows `row0 + 64 HALF ..` of the tile. It unpacks each chunk of the
@@ -154,15 +162,33 @@ if gluon is not None:
             mbarrier.wait(w_ready.index(ws), (j // W_STAGES) & 1)
             words = w_bufs.index(ws).slice(64 * HALF, 64, dim=0).load(a_layout)
             mbarrier.arrive(w_empty.index(ws), count=1)
+            # unpack this block's scales before the next block's loads: ptxas gives those loads the
+            # scoreboards that these words came in on, and an unpack after them waited for them
+            # (ncu: a tenth of each warpgroup's time in the first unpack of each block)
+            scales = (
+                _scale_zero(sz[_group_first_chunk(0, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(1, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(2, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(3, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(4, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(5, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(6, GROUP)], MAGIC, dtype),
+                _scale_zero(sz[_group_first_chunk(7, GROUP)], MAGIC, dtype),
+            )
             next_sz = _block_scale_words(scale_zeros_ptr, blk + 1, N, rows, mask_rows & (blk + 1 < last), GROUP)
             for r in gl.static_range(8):
-                scale, zero = _scale_zero(sz[r], MAGIC, dtype)
+                scale, zero = scales[r]
                 a = (_chunk(words, r, MAGIC, dtype) - zero[:, None]) * scale[:, None]
-                i = 8 * j + r
-                xs = i % X_STAGES
-                mbarrier.wait(x_ready.index(xs), (i // X_STAGES) & 1)
-                acc = warpgroup_mma(a, x_bufs.index(xs).permute((1, 0)), acc, is_async=True)
-                acc = _close_group(acc, x_empty, i, r, DOTS_PER_WAIT, X_STAGES)
+                slot, phase = _group_slot((8 // PER_WAIT) * j + r // PER_WAIT, X_GROUPS)
+                if r % PER_WAIT == 0:
+                    mbarrier.wait(x_ready.index(slot), phase)
+                x = x_bufs.index(PER_WAIT * slot + r % PER_WAIT).permute((1, 0))
+                acc = warpgroup_mma(a, x, acc, is_async=True)
+                if r % PER_WAIT == PER_WAIT - 1:
+                    # only full waits: with dots left in flight while the next chunk is unpacked
+                    # into the register operand, ptxas serializes every wgmma (C7513, C7514)
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    mbarrier.arrive(x_empty.index(slot), count=1)
             sz = next_sz
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
 
@@ -183,7 +209,7 @@ if gluon is not None:
     def w4a16_ws_kernel(
         x_desc, w_desc, scale_zeros_ptr, out_ptr, M, N, K, stride_om, split_k,
         MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
-        X_STAGES: gl.constexpr, W_STAGES: gl.constexpr, DOTS_PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr,
+        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr,
     ):
         """`out[M, N] (+)= x @ W^T` for one tile of 128 weight rows x BLOCK_M tokens and one slice of
         the 256-blocks of K (split-K: ATOMIC adds into a zeroed output)."""
@@ -195,13 +221,13 @@ if gluon is not None:
         row0 = gl.program_id(0) * 128
         m0 = gl.program_id(2) * BLOCK_M
 
-        x_bufs = gl.allocate_shared_memory(dtype, [X_STAGES, BLOCK_M, _CHUNK], x_desc.layout)
+        x_bufs = gl.allocate_shared_memory(dtype, [X_GROUPS * PER_WAIT, BLOCK_M, _CHUNK], x_desc.layout)
         w_bufs = gl.allocate_shared_memory(gl.int32, [W_STAGES, 128, _CHUNK], w_desc.layout)
-        x_ready = gl.allocate_shared_memory(gl.int64, [X_STAGES, 1], mbarrier.MBarrierLayout())
-        x_empty = gl.allocate_shared_memory(gl.int64, [X_STAGES, 1], mbarrier.MBarrierLayout())
+        x_ready = gl.allocate_shared_memory(gl.int64, [X_GROUPS, 1], mbarrier.MBarrierLayout())
+        x_empty = gl.allocate_shared_memory(gl.int64, [X_GROUPS, 1], mbarrier.MBarrierLayout())
         w_ready = gl.allocate_shared_memory(gl.int64, [W_STAGES, 1], mbarrier.MBarrierLayout())
         w_empty = gl.allocate_shared_memory(gl.int64, [W_STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(X_STAGES):
+        for s in gl.static_range(X_GROUPS):
             mbarrier.init(x_ready.index(s), count=1)
             mbarrier.init(x_empty.index(s), count=2)  # each warpgroup releases the slot
         for s in gl.static_range(W_STAGES):
@@ -213,19 +239,19 @@ if gluon is not None:
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 1,
-                     BLOCK_M, GROUP, MAGIC, X_STAGES, W_STAGES, DOTS_PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
+                     BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
                      stride_om),
                 ),
                 (
                     _loader,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
-                     X_STAGES, W_STAGES),
+                     X_GROUPS, W_STAGES, PER_WAIT),
                 ),
             ],
             [4, 1],
@@ -259,19 +285,22 @@ def launch_ws(
     scale_zeros: torch.Tensor,
     group_size: int,
     block_m: int = 256,
-    x_stages: int = 8,
+    x_stages: int = 12,
     split_k: int = 1,
     dots_per_wait: int = DOTS_PER_WAIT,
 ) -> torch.Tensor:
     """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
     per program, `x_stages` activation chunks in flight, about `split_k` K slices (atomically
     added; `nonempty_split` makes it at most K / 256, none empty, as the kernel assumes), and a
-    full wait after every `dots_per_wait` dots (at most `x_stages`: a group holds its slots)."""
+    full wait after every `dots_per_wait` dots (1, 2, 4 or 8: groups tile a 256-block; the ring
+    holds whole groups, so `x_stages` is a multiple of it)."""
+    if dots_per_wait not in (1, 2, 4, 8) or x_stages % dots_per_wait:
+        raise ValueError(
+            f"dots_per_wait must be 1, 2, 4 or 8 and divide x_stages; got {dots_per_wait} with {x_stages} stages"
+        )
     m, k = x.shape
     n = qweight.shape[0]
     split_k = nonempty_split(k // 256, split_k)
-    if not 1 <= dots_per_wait <= min(8, x_stages):
-        raise ValueError(f"dots_per_wait must be 1..{min(8, x_stages)}, got {dots_per_wait}")
     if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
         x = x.clone(memory_format=torch.contiguous_format)
     x_layout, w_layout = descriptor_layouts(block_m, x.dtype)
@@ -285,7 +314,7 @@ def launch_ws(
     w4a16_ws_kernel[grid](
         x_desc, w_desc, scale_zeros, out, m, n, k, out.stride(0), split_k,
         MAGIC=0x64006400 if x.dtype == torch.float16 else 0x43004300, GROUP=group_size, BLOCK_M=block_m,
-        X_STAGES=x_stages, W_STAGES=WORD_STAGES, DOTS_PER_WAIT=dots_per_wait, ATOMIC=atomic,
+        X_GROUPS=x_stages // dots_per_wait, W_STAGES=word_stages(block_m), PER_WAIT=dots_per_wait, ATOMIC=atomic,
         # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
         # then 232 for the consumers and 24 for the copy warp
         num_warps=4, maxnreg=168,

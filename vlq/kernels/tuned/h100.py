@@ -5,13 +5,16 @@ measured them on NVIDIA H100 80GB HBM3 (2026-12-06, fp16, group 128).
 other shapes use `heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.
 
 Merged by hand on 2026-12-06, same GPU: the lines marked `ws-probe` are the warp-specialized
-kernel (`vlq.kernels.ws_w4a16`) where `benchmarks/ws_probe.py` timed it faster than this table's
-pick in the same run. Probe 1 timed the build whose wgmmas ptxas serialized (1024 tokens on three
-shapes won); probe 2 the fixed one, which wins at 256 and 1024 tokens on all four shapes and
-loses to dequantize + cuBLAS at 4096 (those stay). A 256-token tile costs the same for 129 tokens
-as for 256, and so do the earlier picks' two 128-token tiles, so ws takes the whole 129-256
-bucket. The 512 lines keep the earlier pick for 257-512 tokens, where ws was not timed. The sweep
-has ws candidates (`prefill_candidates`); its next run replaces all of this.
+kernel (`vlq.kernels.ws_w4a16`) where it was timed faster than this table's pick in the same run.
+Probe 1 timed the build whose wgmmas ptxas serialized, probe 2 the fixed one. Probe 3
+(`benchmarks/results/2026-12-06-h100-ws-probe-5-early-scales-ab.log`, the timing code of
+`gemm_sweep.py`) timed the current kernel: a block's scales unpacked before the next block's loads,
+one mbarrier per group of four dots, three groups of activations in flight for 256-token tiles.
+It wins at 256, 512 and 1024 tokens on all four shapes, and at 4096 on 8192x28672 and 11008x4096
+(by 4%); at 4096 on the other two it ties dequantize + cuBLAS (within 1%), which stays. A
+256-token tile costs the same for 129 tokens as for 256, and so do the earlier picks' two
+128-token tiles, so ws takes the whole 129-256 bucket. The sweep has ws candidates
+(`prefill_candidates`); its next run replaces all of this.
 """
 
 from vlq.kernels.triton_w4a16 import RpConfig
@@ -27,9 +30,9 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=2, fold=True),  # 14.4 us; fp16 34.9, AWQ-layout kernels 34.2
         64: RpConfig(block_m=64, block_n=256, split_k=3, num_warps=8),  # 19.7 us; fp16 33.0, AWQ-layout kernels 32.5
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 32.1 us; fp16 36.1, AWQ-layout kernels 57.2
-        256: RpConfig(kernel='ws', block_m=256, num_stages=8, split_k=3),  # ws-probe 2: 47.1 us; fp16 41.1, table pick (stream-K) 55.1
-        512: RpConfig(kernel='deq', chunk_mb=32),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 151.6 us; fp16 127.9, table pick (deq) 157.8
+        256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=3),  # ws-probe 3: 43.5 us; fp16 39.5, previous ws 48.3
+        512: RpConfig(kernel='ws', block_m=128, num_stages=16),  # ws-probe 3: 82.0 us; fp16 66.1, table pick (deq) 106.8
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 139.0 us; fp16 128.4, previous ws 152.8
         4096: RpConfig(kernel='deq', chunk_mb=16),  # 555.5 us; fp16 498.5, AWQ-layout kernels 547.8
     },
     (8192, 28672): {
@@ -41,10 +44,10 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 56.4 us; fp16 156.0, AWQ-layout kernels 136.6
         64: RpConfig(block_m=64, block_n=256, num_warps=8),  # 74.1 us; fp16 161.3, AWQ-layout kernels 131.0
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 126.8 us; fp16 161.9, AWQ-layout kernels 204.3
-        256: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 196.9 us; fp16 210.7, table pick (stream-K) 245.8
-        512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 716.3 us; fp16 628.4 (ws-probe 1: 779.0, deq 836.5)
-        4096: RpConfig(kernel='deq'),  # 2970.2 us; fp16 2512.0, AWQ-layout kernels 2965.5
+        256: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 179.0 us; fp16 199.0, previous ws 204.5
+        512: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 370.3 us; fp16 329.3, table pick (deq) 544.4
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 671.9 us; fp16 634.5, previous ws 730.9
+        4096: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 2717.1 us; fp16 2568.9, table pick (deq) 2826.9
     },
     (11008, 4096): {
         1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 12.1 us; fp16 34.9, AWQ-layout kernels 29.3
@@ -55,10 +58,10 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 14.3 us; fp16 36.0, AWQ-layout kernels 30.1
         64: RpConfig(block_m=64, block_n=128, split_k=4, num_warps=8),  # 18.6 us; fp16 37.0, AWQ-layout kernels 26.6
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 26.9 us; fp16 36.5, AWQ-layout kernels 46.7
-        256: RpConfig(kernel='ws', block_m=256, num_stages=8, split_k=4),  # ws-probe 2: 40.2 us; fp16 50.1, table pick (rp split 2) 48.3
-        512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 133.8 us; fp16 119.5 (ws-probe 1: 142.1, deq 159.7)
-        4096: RpConfig(kernel='deq', chunk_mb=32),  # 586.6 us; fp16 469.5, AWQ-layout kernels 544.8
+        256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=4),  # ws-probe 3: 36.9 us; fp16 46.3, previous ws 42.2
+        512: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=2),  # ws-probe 3: 66.7 us; fp16 64.8, table pick (deq) 107.1
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 122.8 us; fp16 120.4, previous ws 134.8
+        4096: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 505.4 us; fp16 484.1, table pick (deq) 523.7
     },
     (4096, 4096): {
         1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 6.1 us; fp16 17.0, AWQ-layout kernels 14.1
@@ -69,9 +72,9 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 8.2 us; fp16 14.2, AWQ-layout kernels 13.8
         64: RpConfig(block_m=64, split_k=4, fold=True),  # 9.8 us; fp16 14.3, AWQ-layout kernels 13.0
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 14.1 us; fp16 14.4, AWQ-layout kernels 20.6
-        256: RpConfig(kernel='ws', block_m=256, num_stages=8, split_k=4),  # ws-probe 2: 20.6 us; fp16 18.8, table pick (rp split 2) 25.9
-        512: RpConfig(kernel='deq'),  # kept: the sweep's 1024 pick, so 257-512 tokens run as before
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=8),  # ws-probe 2: 51.8 us; fp16 46.8 (ws-probe 1: 57.6, deq 59.7)
+        256: RpConfig(kernel='ws', block_m=128, num_stages=16, split_k=2),  # ws-probe 3: 19.6 us; fp16 18.5, previous ws 21.7
+        512: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=2),  # ws-probe 3: 30.8 us; fp16 25.9, table pick (deq) 38.9
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 48.8 us; fp16 47.0, previous ws 55.4
         4096: RpConfig(kernel='deq'),  # 196.6 us; fp16 180.9, AWQ-layout kernels 204.2
     },
 }
