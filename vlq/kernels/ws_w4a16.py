@@ -53,12 +53,15 @@ except ImportError:  # no Gluon in this Triton: the kernel is never offered
 
 CHUNK = 32  # K positions per dot
 BLOCK_N = 128  # weight rows per program: two warpgroups of 64
+DOTS_PER_WAIT = 4  # dots issued before each full wait (default of `launch_ws`)
+
+
 def word_stages(block_m: int) -> int:
     """256-blocks of words in flight: one for 256-token tiles, so that a third group of activation
     chunks fits in shared memory (its lookahead was worth 1-5% on the H100; the words have a whole
     block to arrive), two for smaller tiles."""
     return 1 if block_m == 256 else 2
-DOTS_PER_WAIT = 4  # dots issued before each full wait (default of `launch_ws`)
+
 
 if gluon is not None:
     _CHUNK = gl.constexpr(CHUNK)
