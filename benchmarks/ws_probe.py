@@ -5,9 +5,10 @@ python benchmarks/ws_probe.py [--m 256,1024,4096] [--groupings 2,4,8] [--skip-ch
 
 Per point it prints the three times, the best ws setting (tokens per program, activation chunks
 in flight, split-K, dots per full wait) and the best time of each grouping, all timed in the same
-run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). The H100 table's ws entries come
-from this script's runs of 2026-12-06
-(`benchmarks/results/2026-12-06-h100-ws-probe-{3-shipped,4-full-waits}.log`).
+run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). It times the kernel's current
+settings; the H100 table's ws entries were picked from a scratch A/B over the same timing code
+(`benchmarks/results/2026-12-06-h100-ws-probe-5-early-scales-ab.log`), which this script
+reproduces for the kernel in the tree.
 """
 
 from __future__ import annotations

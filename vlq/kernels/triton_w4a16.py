@@ -1195,13 +1195,15 @@ _FITTED: dict[tuple, RpConfig] = {}
 
 def smaller_config(config: RpConfig) -> RpConfig:
     """The next setting to try when `config` needs more shared memory than the GPU has: one
-    pipeline stage fewer down to two (rp, stream-K), one group of four activation chunks fewer down
-    to two groups (ws: bf16 split-K's fp32 output needs a larger epilogue than the table's fp16
-    timing did), then dequantize + cuBLAS, which always fits."""
+    pipeline stage fewer down to two (rp, stream-K), one group of activation chunks (the dots
+    `run_rp` issues per wait) fewer down to two groups (ws: bf16 split-K's fp32 output needs a
+    larger epilogue than the table's fp16 timing did), then dequantize + cuBLAS, which always fits."""
+    from vlq.kernels.ws_w4a16 import DOTS_PER_WAIT
+
     if config.kernel in ("rp", "streamk") and config.num_stages > 2:
         return dataclasses.replace(config, num_stages=config.num_stages - 1)
-    if config.kernel == "ws" and config.num_stages > 8:
-        return dataclasses.replace(config, num_stages=config.num_stages - 4)
+    if config.kernel == "ws" and config.num_stages > 2 * DOTS_PER_WAIT:
+        return dataclasses.replace(config, num_stages=config.num_stages - DOTS_PER_WAIT)
     return RpConfig(kernel="deq")
 
 
