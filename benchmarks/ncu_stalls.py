@@ -31,13 +31,20 @@ def main() -> int:
     parser.add_argument("csv", help="ncu --page source --csv --print-source sass output")
     parser.add_argument("--min-samples", type=int, default=4, help="list instructions with at least this many samples")
     args = parser.parse_args()
-    with open(args.csv, newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(args.csv, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        print(f"ncu_stalls: cannot read {args.csv}: {exc}", file=sys.stderr)
+        return 2
     header_at = next((i for i, row in enumerate(rows) if row and row[0] == "Address"), None)
     if header_at is None or SAMPLES not in rows[header_at]:
         print(f"ncu_stalls: {args.csv} has no per-instruction stall sampling (want ncu's source page as CSV)", file=sys.stderr)
         return 2
     header, data = rows[header_at], [row for row in rows[header_at + 1 :] if len(row) == len(rows[header_at])]
+    if not data:
+        print(f"ncu_stalls: {args.csv} lists no instructions", file=sys.stderr)
+        return 2
     column = {name: i for i, name in enumerate(header)}
     reasons = [name for name in header if name.startswith("stall_") and "Not Issued" not in name]
     total = sum(number(row[column[SAMPLES]]) for row in data) or 1.0
