@@ -129,9 +129,10 @@ def prefill_candidates(m):
     if m >= 256 and torch.cuda.is_available() and ws_w4a16.available(torch.device("cuda")):
         # (tokens per program, activation chunks in flight: whole groups of the default four dots
         # per wait): 164-213 KB of shared memory; split-K for the few tiles of 256 tokens on narrow
-        # weights (the probe's best there: 2-4)
+        # weights (the probe's best there: 2-4), and the balanced tail for a part-empty last wave
         for bm, stages in ((128, 16), (256, 12), (256, 8)):
             out += [RpConfig(kernel="ws", block_m=bm, num_stages=stages, split_k=split) for split in (1, 2, 4)]
+            out.append(RpConfig(kernel="ws", block_m=bm, num_stages=stages, balance_tail=True))
     return out
 
 
@@ -154,7 +155,7 @@ def describe(cfg):
     if cfg.kernel == "streamk":
         return f"streamk {cfg.block_m}x{cfg.block_n} {cfg.programs_per_sm}/SM w{cfg.num_warps} st{cfg.num_stages}"
     if cfg.kernel == "ws":
-        return f"ws {cfg.block_m}x128 s{cfg.split_k} st{cfg.num_stages}"
+        return f"ws {cfg.block_m}x128 {'tail' if cfg.balance_tail else f's{cfg.split_k}'} st{cfg.num_stages}"
     return f"rp {tile} st{cfg.num_stages}{' fold' if cfg.fold else ''}"
 
 

@@ -1,14 +1,15 @@
 """Time the warp-specialized prefill kernel (`vlq.kernels.ws_w4a16`) on an sm_90 GPU next to fp16
 cuBLAS and vlq's dispatch (the GPU's sweep table), after checking it against dequantize + cuBLAS.
 
-python benchmarks/ws_probe.py [--m 256,1024,4096] [--groupings 2,4,8] [--skip-check] [--json-out F]
+python benchmarks/ws_probe.py [--m 256,1024,4096] [--shapes 4096x4096,...] [--groupings 2,4,8]
+                              [--skip-check] [--json-out F]
 
 Per point it prints the three times, the best ws setting (tokens per program, activation chunks
-in flight, split-K, dots per full wait) and the best time of each grouping, all timed in the same
-run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). It times the kernel's current
-settings; the H100 table's ws entries were picked from a scratch A/B over the same timing code
-(`benchmarks/results/2026-12-06-h100-ws-probe-5-early-scales-ab.log`), which this script
-reproduces for the kernel in the tree.
+in flight, split-K or the balanced tail, dots per full wait), the best with and without the
+balanced tail (`balanced_tail`: the tiles of a part-empty last wave split over K), and the best
+time of each grouping, all timed in the same run as `gemm_sweep.py` times (CUDA graphs,
+L2-rotated weights). The H100 table's ws entries come from this script's runs (see its
+docstring for which).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gemm_sweep import SHAPES, _rand_awq, _repacked, copies, graph_time_us  # noqa: E402
 
 from vlq.kernels.triton_w4a16 import nonempty_split, rp_dequant_matmul, w4a16_matmul_rp  # noqa: E402
-from vlq.kernels.ws_w4a16 import BLOCK_N, DOTS_PER_WAIT, available, launch_ws  # noqa: E402
+from vlq.kernels.ws_w4a16 import BLOCK_N, DOTS_PER_WAIT, available, balanced_tail, launch_ws  # noqa: E402
 
 # (tokens per program, activation chunks in flight): 164-213 KB of shared memory (12 chunks of a
 # 256-token tile fit beside one block of words; bf16 split-K's fp32 epilogue needs 8). The ring
@@ -41,9 +42,13 @@ def ring_fits(stages: int, per_wait: int) -> bool:
 
 
 def check(dev) -> int:
+    """Every tile and grouping against dequantize + cuBLAS: odd shapes, both dtypes, each group size,
+    split-K 2 and a balanced tail over 5 slots (the 8 x 3 tiles of 1000 rows by 300 tokens in 128s
+    leave one column split 3 ways)."""
     bad = 0
-    for dtype, group, (k, n), m, split in itertools.product(
-        (torch.float16, torch.bfloat16), (32, 64, 128, 256), ((768, 1000), (512, 256)), (1, 37, 300), (1, 2)
+    for dtype, group, (k, n), m, (split, slots) in itertools.product(
+        (torch.float16, torch.bfloat16), (32, 64, 128, 256), ((768, 1000), (512, 256)), (1, 37, 300),
+        ((1, 0), (2, 0), (1, 5)),
     ):
         w = _repacked(_rand_awq(k, n, dtype, dev, group))
         x = torch.randn(m, k, device=dev, dtype=dtype)
@@ -54,65 +59,76 @@ def check(dev) -> int:
             if not ring_fits(stages, per_wait):
                 continue
             try:
-                got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, split, per_wait)
+                got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, split, per_wait, slots)
             except OutOfResources:  # bf16 split-K with three groups: `run_rp` steps down to two
                 continue
             err = (got.float() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
             if not err < 2e-2:
                 bad += 1
                 print(
-                    f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} tile{block_m} {per_wait} per wait: rel err {err:.3g}",
+                    f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} slots{slots} tile{block_m} {per_wait} "
+                    f"per wait: rel err {err:.3g}",
                     flush=True,
                 )
     print("check:", "all ok" if not bad else f"{bad} mismatches", flush=True)
     return bad
 
 
-def time_points(dev, ms, groupings, group=128) -> list[dict]:
+def ws_settings(m: int, n: int, k: int, sms: int, groupings) -> list[tuple]:
+    """The launch settings timed at one point: each tile and grouping with no split, split-K where
+    the tiles leave SMs idle, and the balanced tail where it splits anything."""
+    out = []
+    blocks = k // 256
+    for (block_m, stages), per_wait in itertools.product(TILES, groupings):
+        if block_m < 256 <= m // 4 or not ring_fits(stages, per_wait):
+            continue  # 128-token tiles only pay where 256 would leave SMs idle
+        cols, m_tiles = -(-n // BLOCK_N), -(-m // block_m)
+        wanted = (1,) if cols * m_tiles >= sms else (1, round(sms / (cols * m_tiles)), round(2 * sms / (cols * m_tiles)))
+        splits = {nonempty_split(blocks, w) for w in wanted}
+        whole_cols, tail_split = balanced_tail(cols, m_tiles, blocks, sms)
+        if whole_cols == 0:  # the balanced tail is all of the grid: plain split-K
+            splits.add(tail_split)
+        out += [(block_m, stages, split, per_wait, 0) for split in sorted(splits)]
+        if 0 < whole_cols < cols:
+            out.append((block_m, stages, 1, per_wait, sms))
+    return out
+
+
+def label(settings: tuple) -> str:
+    block_m, stages, split, per_wait, slots = settings
+    return f"{block_m}/{stages} {'tail' if slots else f's{split}'} pw{per_wait}"
+
+
+def time_points(dev, shapes, ms, groupings, group=128) -> list[dict]:
     rows = []
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    for (k, n), m in itertools.product(SHAPES, ms):
+    for (k, n), m in itertools.product(shapes, ms):
         nw = copies(n * k // 2)
         ws_ = [_repacked(_rand_awq(k, n, torch.float16, dev, group)) for _ in range(nw)]
         dense = [torch.randn(n, k, device=dev, dtype=torch.float16) for _ in range(copies(n * k * 2))]
         x = torch.randn(m, k, device=dev, dtype=torch.float16)
-        row = {"k": k, "n": n, "m": m}
+        row = {"k": k, "n": n, "m": m, "ws": {}}
         row["fp16"] = graph_time_us([lambda d=d, x=x: x @ d.t() for d in dense])
         row["vlq"] = graph_time_us([lambda w=w, x=x: w4a16_matmul_rp(x, w["qweight"], w["qzeros"], group) for w in ws_])
-        best = None
-        blocks = k // 256
-        for (block_m, stages), per_wait in itertools.product(TILES, groupings):
-            if block_m < 256 <= m // 4 or not ring_fits(stages, per_wait):
-                continue  # 128-token tiles only pay where 256 would leave SMs idle
-            tiles = -(-n // BLOCK_N) * -(-m // block_m)
-            # split K only where the tiles leave SMs idle
-            wanted = (1,) if tiles >= sms else (1, round(sms / tiles), round(2 * sms / tiles))
-            for split in sorted({nonempty_split(blocks, w) for w in wanted}):
-                args = (block_m, stages, split, per_wait)
-                try:
-                    t = graph_time_us(
-                        [lambda w=w, x=x, args=args: launch_ws(x, w["qweight"], w["qzeros"], group, *args) for w in ws_]
-                    )
-                except Exception as exc:  # noqa: BLE001 - report and go on
-                    print("fail", args, repr(exc)[:200], flush=True)
-                    continue
-                row.setdefault("ws_by_grouping", {})
-                row["ws_by_grouping"][per_wait] = min(t, row["ws_by_grouping"].get(per_wait, t))
-                if best is None or t < best[0]:
-                    best = (
-                        t,
-                        f"{BLOCK_N} rows x {block_m} tokens, {stages} chunks in flight, split {split}, "
-                        f"{per_wait} dots per wait",
-                    )
-        row["ws"], row["ws_cfg"] = best if best else (None, None)
+        for settings in ws_settings(m, n, k, sms, groupings):
+            try:
+                row["ws"][label(settings)] = graph_time_us(
+                    [lambda w=w, x=x, a=settings: launch_ws(x, w["qweight"], w["qzeros"], group, *a) for w in ws_]
+                )
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                print("fail", label(settings), repr(exc)[:200], flush=True)
         rows.append(row)
-        ws_t = row["ws"] or float("nan")
-        print(
-            f"{k}x{n} M={m}: fp16 {row['fp16']:.1f} us, vlq {row['vlq']:.1f} ({row['fp16'] / row['vlq']:.2f}x fp16), "
-            f"ws {ws_t:.1f} ({row['fp16'] / ws_t:.2f}x fp16, {row['vlq'] / ws_t:.2f}x vlq) [{row['ws_cfg']}]; "
-            + ", ".join(f"{g} per wait: {t:.1f}" for g, t in row.get("ws_by_grouping", {}).items()),
-            flush=True,
-        )
+        fp16, vlq = row["fp16"], row["vlq"]
+        line = f"{k}x{n} M={m}: fp16 {fp16:.1f} us, vlq {vlq:.1f} ({fp16 / vlq:.3f}x fp16)"
+        for name, keep in (("best", lambda key: True), ("tail", lambda key: "tail" in key),
+                           ("no tail", lambda key: "tail" not in key)):
+            keys = [key for key in row["ws"] if keep(key)]
+            if keys:
+                best = min(keys, key=row["ws"].get)
+                t = row["ws"][best]
+                line += f" | {name} {t:.1f} ({fp16 / t:.3f}x fp16, {vlq / t:.3f}x vlq) [{best}]"
+        print(line, flush=True)
+        print("    " + "; ".join(f"{key} {t:.1f}" for key, t in row["ws"].items()), flush=True)
         del ws_, dense
     return rows
 
@@ -120,6 +136,9 @@ def time_points(dev, ms, groupings, group=128) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--m", default="256,1024,4096", help="token counts to time, comma-separated")
+    parser.add_argument(
+        "--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="weights to time, KxN, comma-separated"
+    )
     parser.add_argument("--json-out", help="also write the timings (and each point's best ws setting) here")
     parser.add_argument(
         "--groupings",
@@ -131,8 +150,11 @@ def main() -> int:
     try:
         groupings = sorted({int(v) for v in args.groupings.split(",")})
         ms = [int(v) for v in args.m.split(",")]
+        shapes = [tuple(int(d) for d in shape.split("x")) for shape in args.shapes.split(",")]
     except ValueError:
-        parser.error("--m and --groupings take comma-separated integers")
+        parser.error("--m and --groupings take comma-separated integers, --shapes KxN pairs")
+    if any(len(shape) != 2 or shape[0] % 256 for shape in shapes):
+        parser.error("--shapes: KxN pairs with K a multiple of 256")
     if not set(groupings) <= {1, 2, 4, 8}:
         parser.error("--groupings: dots per wait are 1, 2, 4 or 8 (groups tile a block's 8 dots)")
     dev = torch.device("cuda")
@@ -141,7 +163,7 @@ def main() -> int:
         return 2
     print(torch.cuda.get_device_name(dev), flush=True)
     bad = 0 if args.skip_check else check(dev)
-    rows = time_points(dev, ms, groupings)
+    rows = time_points(dev, shapes, ms, groupings)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": torch.cuda.get_device_name(dev), "rows": rows}, indent=1))
     return 1 if bad else 0

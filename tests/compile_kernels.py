@@ -94,11 +94,11 @@ def main() -> None:
         print(f"awq_dequantize-{name} {size}", flush=True)
         for bits in (8, 4):
             print(f"kv{bits}-{name} {compile_kv(dtype, bits)}", flush=True)
-        for atomic in (False, True):
-            # bf16 split-K adds fp32 partials: that epilogue leaves room for two activation groups,
-            # not three (`smaller_config` steps down so at run time)
-            stages = 8 if atomic and dtype == torch.bfloat16 else 12
-            print(f"ws-{name}-{'atomic' if atomic else 'store'} {compile_ws(dtype, atomic, x_stages=stages)}", flush=True)
+        for tail in (False, True):
+            # bf16 tail slices add fp32 partials: that epilogue leaves room for two activation
+            # groups, not three (`smaller_config` steps down so at run time)
+            stages = 8 if tail and dtype == torch.bfloat16 else 12
+            print(f"ws-{name}-{'tail' if tail else 'store'} {compile_ws(dtype, tail, x_stages=stages)}", flush=True)
         print(f"ws_8_per_wait-{name} {compile_ws(dtype, False, block_m=128, x_stages=16, dots_per_wait=8)}", flush=True)
 
 
@@ -122,10 +122,11 @@ def wgmma_serialized(ptx: str) -> list[str]:
 
 
 def compile_ws(
-    torch_dtype, atomic: bool, block_m: int = 256, x_stages: int = 12, dots_per_wait: int = 4
+    torch_dtype, tail: bool, block_m: int = 256, x_stages: int = 12, dots_per_wait: int = 4
 ) -> int:
-    """The warp-specialized Gluon kernel (`vlq.kernels.ws_w4a16`) as the H100 table runs it; its
-    TMA descriptors are typed by block shape and shared-memory layout. Fails where ptxas would
+    """The warp-specialized Gluon kernel (`vlq.kernels.ws_w4a16`) as the H100 table runs it, with
+    or without split tail tiles (`tail`: their K slices add into fp32 for bf16); its TMA
+    descriptors are typed by block shape and shared-memory layout. Fails where ptxas would
     serialize its wgmmas."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -135,14 +136,14 @@ def compile_ws(
     x_layout, w_layout = ws_w4a16.descriptor_layouts(block_m, torch_dtype)
     constexprs = {
         "MAGIC": kernels._MAGIC[torch_dtype], "GROUP": 128, "BLOCK_M": block_m, "X_GROUPS": x_stages // dots_per_wait,
-        "W_STAGES": ws_w4a16.word_stages(block_m), "PER_WAIT": dots_per_wait, "ATOMIC": atomic,
+        "W_STAGES": ws_w4a16.word_stages(block_m), "PER_WAIT": dots_per_wait, "TAIL": tail,
     }
-    out = "fp32" if atomic and torch_dtype == torch.bfloat16 else dtype
     types = {
         "x_desc": f"tensordesc<{dtype}[{block_m}, {ws_w4a16.CHUNK}],{x_layout!r}>",
         "w_desc": f"tensordesc<i32[{ws_w4a16.BLOCK_N}, {ws_w4a16.CHUNK}],{w_layout!r}>",
-        "scale_zeros_ptr": "*u32", "out_ptr": f"*{out}",
-        **{name: "i32" for name in ("M", "N", "K", "stride_om", "split_k")},
+        "scale_zeros_ptr": "*u32", "out_ptr": f"*{dtype}",
+        "tail_ptr": f"*{'fp32' if torch_dtype == torch.bfloat16 else dtype}",
+        **{name: "i32" for name in ("M", "N", "K", "stride_om", "stride_tm", "whole_cols", "split_k")},
         **{name: "constexpr" for name in constexprs},
     }
     source = GluonASTSource(ws_w4a16.w4a16_ws_kernel, types, constexprs)

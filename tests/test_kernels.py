@@ -13,6 +13,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -414,7 +416,7 @@ def test_fused_kernels_compile_for_hopper(tmp_path):
         f"{kernel}-{dtype}"
         for kernel in ("rp_streamk", "rp_dequantize", "awq_dequantize", "kv8", "kv4", "ws_8_per_wait")
         for dtype in ("fp16", "bf16")
-    } | {f"ws-{dtype}-{store}" for dtype in ("fp16", "bf16") for store in ("store", "atomic")}
+    } | {f"ws-{dtype}-{store}" for dtype in ("fp16", "bf16") for store in ("store", "tail")}
     assert set(built) == expected
     assert all(int(size) > 10_000 for size in built.values())
 
@@ -586,6 +588,92 @@ def test_ws_launch_refuses_groupings_that_do_not_tile(dots_per_wait, x_stages):
         ws_w4a16.launch_ws(x, x, x, 128, 256, x_stages, 1, dots_per_wait)
 
 
+@needs_hopper_gluon
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group_size", [32, 128])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "slots"),
+    [
+        (300, 1280, 600, 7),  # 5 columns x 3 token tiles on 7 slots: 4 columns whole, the partial fifth in 3 K slices
+        (37, 2048, 1000, 6),  # 8 columns x 1 token tile on 6 slots: the last 2 columns in 3 slices
+    ],
+)
+def test_ws_balanced_tail_matches_reference(dtype, group_size, m, k, n, slots):
+    """Tiles run whole beside the split tail (stored, and added up in the zeroed tail columns: fp32
+    for bf16) give the reference; the tail covers N's partial last column."""
+    from vlq.kernels import ws_w4a16
+
+    cols, m_tiles = -(-n // 128), -(-m // 128)
+    whole_cols, split = ws_w4a16.balanced_tail(cols, m_tiles, k // 256, slots)
+    assert 0 < whole_cols < cols and split > 1  # the case splits a tail
+    t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=n)
+    qweight, words = r["qweight"][:n].contiguous(), r["qzeros"][:, :n].contiguous()
+    x = torch.randn(m, k, dtype=dtype, device=DEVICE)
+    out = ws_w4a16.launch_ws(x, qweight, words, group_size, 128, 16, slots=slots)
+    assert out.shape == (m, n) and out.dtype == dtype
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
+    assert rel_error(out, exact_reference(x, t, group_size)[:, :n]) < tolerance
+
+
+@needs_hopper_gluon
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ws_balance_tail_config_fills_the_gpus_last_wave(dtype):
+    """`RpConfig(balance_tail=True)` splits the two tiles past a whole wave of this GPU's SMs (bf16's
+    fp32 tail epilogue steps the 256-token tile down to two activation groups on the way)."""
+    from vlq.kernels import ws_w4a16
+
+    sms = triton_kernels.sm_count(0)
+    n, m, k = 128 * (sms // 2 + 1) - 24, 300, 4096
+    cols = -(-n // 128)
+    whole_cols, split = ws_w4a16.balanced_tail(cols, 2, k // 256, sms)
+    assert 0 < whole_cols < cols and split > 1
+    t, r = repacked_tensors(k, n, 128, dtype, seed=7)
+    x = torch.randn(m, k, dtype=dtype, device=DEVICE)
+    config = RpConfig(kernel="ws", block_m=256, num_stages=12, balance_tail=True)
+    out = triton_kernels.run_rp(x, r["qweight"], r["qzeros"], 128, config)
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
+    assert rel_error(out, exact_reference(x, t, 128)) < tolerance
+
+
+@pytest.mark.parametrize(("cols", "m_tiles", "slots"), [(66, 2, 132), (33, 4, 132), (4, 1, 4), (7, 3, 7)])
+def test_balanced_tail_leaves_full_waves_unsplit(cols, m_tiles, slots):
+    """A grid that fills its last wave has nothing to balance."""
+    from vlq.kernels.ws_w4a16 import balanced_tail
+
+    assert balanced_tail(cols, m_tiles, 16, slots) == (cols, 1)
+
+
+def test_balanced_tail_fills_the_last_wave_of_4096x11008_at_512_tokens():
+    """172 tiles of 256 tokens on 132 SMs: two waves for 1.3 waves of work, unsplit. Split, the 20
+    last columns' 40 tiles run as 120 thirds beside the 132 whole tiles: about 1.43 waves."""
+    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, _makespan, balanced_tail
+
+    assert balanced_tail(86, 2, 16, 132) == (66, 3)
+    assert _makespan(172, 0, 1.0, 132) == 2
+    assert _makespan(132, 120, (16 / 3 + SLICE_OVERHEAD_BLOCKS) / 16, 132) == pytest.approx(1.43, abs=0.01)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cols=st.integers(1, 240), m_tiles=st.integers(1, 20), blocks=st.integers(1, 64), slots=st.integers(1, 160)
+)
+def test_balanced_tail_is_a_valid_grid_that_only_splits_to_gain(cols, m_tiles, blocks, slots):
+    """The plan keeps whole columns within the grid, splits no finer than K's 256-blocks (none empty),
+    and splits only where its makespan beats the unsplit grid's by 3%."""
+    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, _makespan, balanced_tail
+
+    whole_cols, split = balanced_tail(cols, m_tiles, blocks, slots)
+    assert 0 <= whole_cols <= cols and 1 <= split <= blocks
+    assert split == triton_kernels.nonempty_split(blocks, split)
+    if split == 1:
+        assert whole_cols == cols
+    else:
+        tail_tiles = (cols - whole_cols) * m_tiles
+        slice_time = (blocks / split + SLICE_OVERHEAD_BLOCKS) / blocks
+        balanced = _makespan(whole_cols * m_tiles, tail_tiles * split, slice_time, slots)
+        assert balanced < 0.97 * _makespan(cols * m_tiles, 0, 1.0, slots)
+
+
 def test_ws_config_runs_as_dequant_where_the_kernel_cannot(monkeypatch):
     """A table's "ws" pick on a GPU or Triton without Gluon's Hopper path (or on the CPU) runs as
     dequantize + matmul, remembered like a setting that did not fit."""
@@ -609,7 +697,7 @@ def test_ws_pick_steps_down_like_the_other_fused_kernels(monkeypatch):
 
     tried = []
 
-    def refuse(*args):
+    def refuse(*args, **kwargs):
         tried.append(args[4:])
         raise OutOfResources(240_000, 232_448, "shared memory")
 
@@ -624,20 +712,20 @@ def test_ws_pick_steps_down_like_the_other_fused_kernels(monkeypatch):
     assert tried == [(256, 12, 2), (256, 8, 2)]  # the second call starts at what fit
 
 
-def test_h100_table_runs_ws_only_where_it_was_timed_faster():
-    """The hand-merged ws entries (probe 3): 129-1024 tokens on the four swept shapes, and 1025-4096
-    tokens where ws beat dequantize + cuBLAS by more than 2% in the same run; the others keep
-    dequantize + cuBLAS there, 128 tokens and fewer keep the sweep's picks, and the H200 table
-    (not timed) has no ws entries."""
+def test_h100_table_runs_ws_from_129_tokens_and_balances_the_unsplit_tiles():
+    """The hand-merged ws entries (probes 3 and 6): 129-4096 tokens on the four swept shapes, where
+    ws beat dequantize + cuBLAS and the earlier picks in the same run; every unsplit pick but the
+    256-token bucket's balances its last wave (probe 6: within 1% where that splits nothing
+    useful, 1.07-1.18x where it does). 128 tokens and fewer keep the sweep's picks, and the H200
+    table (not timed) has no ws entries."""
     from vlq.kernels.tuned import table_for
 
     h100 = "NVIDIA H100 80GB HBM3"
     for k, n in ((4096, 11008), (8192, 28672), (11008, 4096), (4096, 4096)):
-        for m in (129, 256, 257, 512, 513, 1024):
-            assert triton_kernels.pick_rp_config(m, n, k, 128, 132, h100).kernel == "ws"
-        ws_at_4096 = (k, n) in ((8192, 28672), (11008, 4096))
-        for m in (1025, 4096):
-            assert (triton_kernels.pick_rp_config(m, n, k, 128, 132, h100).kernel == "ws") == ws_at_4096
+        for m in (129, 256, 257, 384, 512, 513, 1024, 1025, 2048, 4096):
+            config = triton_kernels.pick_rp_config(m, n, k, 128, 132, h100)
+            assert config.kernel == "ws"
+            assert config.balance_tail == (m > 256 and config.split_k == 1)
         assert triton_kernels.pick_rp_config(128, n, k, 128, 132, h100).kernel != "ws"
     h200_table = table_for("NVIDIA H200")
     assert all(config.kernel != "ws" for per_m in h200_table.values() for config in per_m.values())

@@ -1037,8 +1037,9 @@ class RpConfig:
     "streamk": `w4a16_rp_streamk_kernel` with rp's tile settings over `programs_per_sm` programs
     per SM (no `split_k`: the runs cut K where they cross a tile).
     "ws": the warp-specialized Hopper kernel (`vlq.kernels.ws_w4a16`), `block_m` tokens x 128 weight
-    rows per program, `num_stages` 32-wide activation chunks in flight, `split_k`; where Gluon or
-    an sm_90 GPU is missing it runs as "deq".
+    rows per program, `num_stages` 32-wide activation chunks in flight, `split_k`, and with
+    `balance_tail` (split_k 1) the tiles of a part-empty last wave split over K to fill it; where
+    Gluon or an sm_90 GPU is missing it runs as "deq".
     """
 
     kernel: str = "rp"
@@ -1053,6 +1054,7 @@ class RpConfig:
     half_sums: bool = False
     fold: bool = False
     programs_per_sm: int = 4
+    balance_tail: bool = False
 
 
 def nonempty_split(steps: int, wanted: int) -> int:
@@ -1226,8 +1228,9 @@ def run_rp(
     while config.kernel != "deq":
         try:
             if config.kernel == "ws":
+                slots = sm_count(x.device.index or 0) if config.balance_tail else 0
                 return ws_w4a16.launch_ws(
-                    x, qweight, scale_zeros, group_size, config.block_m, config.num_stages, config.split_k
+                    x, qweight, scale_zeros, group_size, config.block_m, config.num_stages, config.split_k, slots=slots
                 )
             return launch_rp(x, qweight, scale_zeros, group_size, config)
         except OutOfResources:

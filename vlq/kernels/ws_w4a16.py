@@ -19,6 +19,10 @@ tokens), and its 256-wide K steps keep the token tile at 128. Gluon lets vlq pla
   the other's unpacking. The scale-and-zero words come a whole block ahead, one load per group,
   and are unpacked before the next block's loads go out (after them, ptxas made the unpack wait
   for those loads: a global-load latency per block, ncu's largest stall after the dots).
+One program per SM fits (registers), so a grid of tiles runs in waves of one tile per SM; where
+the last wave would be part empty (4096x11008 at 512 tokens: 172 tiles of 256 tokens on 132 SMs)
+`balanced_tail` has the last columns' tiles split over K so that their slices fill it, added up
+atomically beside the tiles stored whole (one launch: the slices start as SMs free up).
 Chunks are 32 K positions wide because vlq's layout keeps a chunk's neighbouring positions in one
 word (`vlq.kernels.repack`); unpacking is one shift and one `lop3` per two weights, as in the rp
 kernel. Token tiles of 256 fit: one activation slot is 16 KB instead of the rp kernel's 128 KB.
@@ -30,6 +34,7 @@ Needs Triton's Gluon (3.6 on the device; the TMA load's name changed after it) a
 from __future__ import annotations
 
 import functools
+import heapq
 
 import torch
 import triton
@@ -61,6 +66,40 @@ def word_stages(block_m: int) -> int:
     chunks fits in shared memory (its lookahead was worth 1-5% on the H100; the words have a whole
     block to arrive), two for smaller tiles."""
     return 1 if block_m == 256 else 2
+
+
+# What a K slice of a split tile costs beyond its share of the blocks, in 256-blocks: the first
+# copies' latency before its first dot and the atomic epilogue (a guess the H100 A/B checks)
+SLICE_OVERHEAD_BLOCKS = 1.5
+
+
+def _makespan(whole: int, slices: int, slice_time: float, slots: int) -> float:
+    """When the last of `whole` unit-time programs, then `slices` programs of `slice_time`, ends on
+    `slots` programs at a time, each starting where one ends (in launch order, as the GPU does)."""
+    ends = [whole // slots + 1.0] * (whole % slots) + [float(whole // slots)] * (slots - whole % slots)
+    heapq.heapify(ends)
+    for _ in range(slices):
+        heapq.heappush(ends, heapq.heappop(ends) + slice_time)
+    return max(ends)
+
+
+@functools.cache
+def balanced_tail(cols: int, m_tiles: int, blocks: int, slots: int) -> tuple[int, int]:
+    """(columns of 128-row tiles run whole, K slices of each tile of the other columns): a grid of
+    `cols x m_tiles` tiles whose last wave would leave slots idle (4096x11008 at 512 tokens: 172
+    tiles on 132 SMs, two waves for 1.3 waves of work) runs its last columns' tiles split over K
+    to fill that wave (1.43 waves). (cols, 1), no split, where splitting saves under 3%."""
+    tiles = cols * m_tiles
+    best = (float(-(-tiles // slots)), cols, 1)
+    for waves in {tiles // slots, tiles // slots - 1} - {-1}:
+        tail_cols = min(cols, -(-(tiles - waves * slots) // m_tiles))
+        for wanted in (2, 3, 4):
+            split = nonempty_split(blocks, wanted)
+            slice_time = (blocks / split + SLICE_OVERHEAD_BLOCKS) / blocks
+            time = _makespan((cols - tail_cols) * m_tiles, tail_cols * m_tiles * split, slice_time, slots)
+            if split > 1 and time < 0.97 * best[0]:
+                best = (time, cols - tail_cols, split)
+    return best[1], best[2]
 
 
 if gluon is not None:
@@ -138,8 +177,8 @@ if gluon is not None:
     def _warpgroup(
         x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
-        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr, out_ptr,
-        scale_zeros_ptr, M, N, stride_om,
+        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, TAIL: gl.constexpr, out_ptr,
+        scale_zeros_ptr, M, N, stride_om, is_tail, tail_ptr, stride_tm, tail_n0,
     ):
         """One consumer warpgroup: rows `row0 + 64 HALF ..` of the tile. It unpacks each chunk of the
         words into the wgmma's register operand and runs the dot while unpacking the next; the two
@@ -198,31 +237,49 @@ if gluon is not None:
         # the tile is out^T: each thread's accumulator values sit in different output rows. A
         # layout with eight neighbouring outputs of one token per thread stores 16 bytes at a time
         out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [8, 4], [1, 4], [0, 1])
-        value = gl.convert_layout(acc.to(out_ptr.dtype.element_ty), out_layout)
         offs_n = row0 + 64 * HALF + gl.arange(0, 64, layout=gl.SliceLayout(1, out_layout))
         offs_m = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, out_layout))
-        out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
         mask = (offs_n < N)[:, None] & (offs_m < M)[None, :]
-        if ATOMIC:
-            gl.atomic_add(out_ptrs, value, mask=mask, sem="relaxed")
+        if TAIL and is_tail:
+            # a K slice of a tail tile: add into the zeroed tail buffer (fp32 for bf16)
+            partial = gl.convert_layout(acc.to(tail_ptr.dtype.element_ty), out_layout)
+            tail_ptrs = tail_ptr + offs_m[None, :] * stride_tm + (offs_n - tail_n0)[:, None]
+            gl.atomic_add(tail_ptrs, partial, mask=mask, sem="relaxed")
         else:
-            gl.store(out_ptrs, value, mask=mask)
+            value = gl.convert_layout(acc.to(out_ptr.dtype.element_ty), out_layout)
+            gl.store(out_ptr + offs_m[None, :] * stride_om + offs_n[:, None], value, mask=mask)
 
-    @gluon.jit(do_not_specialize=["M", "split_k"])
+    @gluon.jit(do_not_specialize=["M", "whole_cols", "split_k"])
     def w4a16_ws_kernel(
-        x_desc, w_desc, scale_zeros_ptr, out_ptr, M, N, K, stride_om, split_k,
+        x_desc, w_desc, scale_zeros_ptr, out_ptr, tail_ptr, M, N, K, stride_om, stride_tm, whole_cols, split_k,
         MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
-        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, ATOMIC: gl.constexpr,
+        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, TAIL: gl.constexpr,
     ):
-        """`out[M, N] (+)= x @ W^T` for one tile of 128 weight rows x BLOCK_M tokens and one slice of
-        the 256-blocks of K (split-K: ATOMIC adds into a zeroed output)."""
+        """`out[M, N] = x @ W^T`, one tile of 128 weight rows x BLOCK_M tokens per program: the first
+        `whole_cols` columns of tiles over all of K, stored (token tiles slowest); with TAIL, the other
+        columns' tiles in `split_k` slices of K each (then slices, then token tiles slowest), which
+        add into the zeroed `tail_ptr` (its column 0 is weight row `128 whole_cols`)."""
         dtype: gl.constexpr = x_desc.dtype
         blocks = K // 256
-        per_split = gl.cdiv(blocks, split_k)
-        first = gl.program_id(1) * per_split
-        last = gl.minimum(first + per_split, blocks)
-        row0 = gl.program_id(0) * 128
-        m0 = gl.program_id(2) * BLOCK_M
+        pid = gl.program_id(0)
+        whole = whole_cols * gl.cdiv(M, BLOCK_M)
+        is_tail = pid >= whole
+        if is_tail:
+            unit = pid - whole
+            tail_cols = gl.cdiv(N, 128) - whole_cols
+            col = whole_cols + unit % tail_cols
+            part = (unit // tail_cols) % split_k
+            m_tile = unit // tail_cols // split_k
+            per_split = gl.cdiv(blocks, split_k)
+            first = part * per_split
+            last = gl.minimum(first + per_split, blocks)
+        else:
+            col = pid % whole_cols
+            m_tile = pid // whole_cols
+            first = pid * 0
+            last = blocks
+        row0 = col * 128
+        m0 = m_tile * BLOCK_M
 
         x_bufs = gl.allocate_shared_memory(dtype, [X_GROUPS * PER_WAIT, BLOCK_M, _CHUNK], x_desc.layout)
         w_bufs = gl.allocate_shared_memory(gl.int32, [W_STAGES, 128, _CHUNK], w_desc.layout)
@@ -242,14 +299,14 @@ if gluon is not None:
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
-                     BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
-                     stride_om),
+                     BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, TAIL, out_ptr, scale_zeros_ptr, M, N,
+                     stride_om, is_tail, tail_ptr, stride_tm, 128 * whole_cols),
                 ),
                 (
                     _warpgroup,
                     (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 1,
-                     BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, ATOMIC, out_ptr, scale_zeros_ptr, M, N,
-                     stride_om),
+                     BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, TAIL, out_ptr, scale_zeros_ptr, M, N,
+                     stride_om, is_tail, tail_ptr, stride_tm, 128 * whole_cols),
                 ),
                 (
                     _loader,
@@ -291,35 +348,54 @@ def launch_ws(
     x_stages: int = 12,
     split_k: int = 1,
     dots_per_wait: int = DOTS_PER_WAIT,
+    slots: int = 0,
 ) -> torch.Tensor:
     """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
-    per program, `x_stages` activation chunks in flight, about `split_k` K slices (atomically
-    added; `nonempty_split` makes it at most K / 256, none empty, as the kernel assumes), and a
-    full wait after every `dots_per_wait` dots (1, 2, 4 or 8: groups tile a 256-block; the ring
-    holds whole groups, so `x_stages` is a multiple of it)."""
+    per program, `x_stages` activation chunks in flight, and a full wait after every
+    `dots_per_wait` dots (1, 2, 4 or 8: groups tile a 256-block; the ring holds whole groups, so
+    `x_stages` is a multiple of it). `split_k` > 1 cuts every tile's K into about that many slices
+    (atomically added; `nonempty_split` makes it at most K / 256, none empty, as the kernel
+    assumes). With `split_k` 1 and `slots`, the programs that run at once (one per SM: the
+    kernel's registers allow no more), the tiles that would leave the last wave part empty are
+    split over K to fill it (`balanced_tail`)."""
     if dots_per_wait not in (1, 2, 4, 8) or x_stages % dots_per_wait:
         raise ValueError(
             f"dots_per_wait must be 1, 2, 4 or 8 and divide x_stages; got {dots_per_wait} with {x_stages} stages"
         )
     m, k = x.shape
     n = qweight.shape[0]
-    split_k = nonempty_split(k // 256, split_k)
+    cols, m_tiles, blocks = triton.cdiv(n, BLOCK_N), triton.cdiv(m, block_m), k // 256
+    if split_k > 1:
+        whole_cols, split = 0, nonempty_split(blocks, split_k)
+    else:
+        whole_cols, split = balanced_tail(cols, m_tiles, blocks, slots) if slots else (cols, 1)
+    if split == 1:
+        whole_cols = cols
     if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
         x = x.clone(memory_format=torch.contiguous_format)
     x_layout, w_layout = descriptor_layouts(block_m, x.dtype)
     x_desc = TensorDescriptor.from_tensor(x, [block_m, CHUNK], x_layout)
     w_desc = TensorDescriptor.from_tensor(qweight, [BLOCK_N, CHUNK], w_layout)
-    atomic = split_k > 1
-    # bf16 partials add in fp32 (bf16 atomics would round each to 8 bits)
-    out_dtype = torch.float32 if atomic and x.dtype == torch.bfloat16 else x.dtype
-    out = (torch.zeros if atomic else torch.empty)((m, n), dtype=out_dtype, device=x.device)
-    grid = (triton.cdiv(n, BLOCK_N), split_k, triton.cdiv(m, block_m))
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    tail_n0 = BLOCK_N * whole_cols
+    # the tail's K slices add up in a zeroed buffer: fp32 for bf16 (bf16 atomics would round each
+    # slice to 8 bits), the output's own columns for fp16
+    if x.dtype == torch.bfloat16 and whole_cols < cols:
+        tail = torch.zeros((m, n - tail_n0), dtype=torch.float32, device=x.device)
+    elif whole_cols < cols:
+        tail = out[:, tail_n0:].zero_()
+    else:
+        tail = out
+    grid = (whole_cols * m_tiles + (cols - whole_cols) * m_tiles * split,)
     w4a16_ws_kernel[grid](
-        x_desc, w_desc, scale_zeros, out, m, n, k, out.stride(0), split_k,
+        x_desc, w_desc, scale_zeros, out, tail, m, n, k, out.stride(0), tail.stride(0), whole_cols, split,
         MAGIC=0x64006400 if x.dtype == torch.float16 else 0x43004300, GROUP=group_size, BLOCK_M=block_m,
-        X_GROUPS=x_stages // dots_per_wait, W_STAGES=word_stages(block_m), PER_WAIT=dots_per_wait, ATOMIC=atomic,
+        X_GROUPS=x_stages // dots_per_wait, W_STAGES=word_stages(block_m), PER_WAIT=dots_per_wait,
+        TAIL=whole_cols < cols,
         # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
         # then 232 for the consumers and 24 for the copy warp
         num_warps=4, maxnreg=168,
     )
-    return out if out.dtype == x.dtype else out.to(x.dtype)
+    if tail.dtype != out.dtype:
+        out[:, tail_n0:] = tail
+    return out

@@ -4,16 +4,21 @@ measured them on NVIDIA H100 80GB HBM3 (2026-12-06, fp16, group 128).
 `pick_rp_config` takes the entry of the smallest swept token count >= M on GPUs of this model;
 other shapes use `heuristic_rp_config`. Generated file: rerun the sweep rather than editing it.
 
-Merged by hand on 2026-12-06, same GPU: the lines marked `ws-probe` are the warp-specialized
-kernel (`vlq.kernels.ws_w4a16`) where it was timed faster than this table's pick in the same run.
-Probe 1 timed the build whose wgmmas ptxas serialized, probe 2 the fixed one. Probe 3
-(`benchmarks/results/2026-12-06-h100-ws-probe-5-early-scales-ab.log`, the timing code of
-`gemm_sweep.py`) timed the current kernel: a block's scales unpacked before the next block's loads,
-one mbarrier per group of four dots, three groups of activations in flight for 256-token tiles.
-It wins at 256, 512 and 1024 tokens on all four shapes, and at 4096 on 8192x28672 and 11008x4096
-(by 4%); at 4096 on the other two it ties dequantize + cuBLAS (within 1%), which stays. A
-256-token tile costs the same for 129 tokens as for 256, and so do the earlier picks' two
-128-token tiles, so ws takes the whole 129-256 bucket. The sweep has ws candidates
+Merged by hand on 2026-12-06 and 2026-12-07, same GPU model: the lines marked `ws-probe` are the
+warp-specialized kernel (`vlq.kernels.ws_w4a16`, `benchmarks/ws_probe.py`) where it was timed
+faster than this table's pick in the same run. Probe 1 timed the build whose wgmmas ptxas
+serialized, probe 2 the fixed one. Probe 3 (`benchmarks/results/2026-12-06-h100-ws-probe-5-early-scales-ab.log`,
+the timing code of `gemm_sweep.py`) timed the kernel with a block's scales unpacked before the next
+block's loads, one mbarrier per group of four dots, three groups of activations in flight for
+256-token tiles: it won at 256, 512 and 1024 tokens on all four shapes. Probe 6
+(`benchmarks/results/2026-12-07-h100-ws-probe-6-balanced-tail.log`) added the balanced tail (the
+tiles of a part-empty last wave split over K, `balance_tail`): 1.07-1.18x the unbalanced kernel at
+512 tokens on the two wide shapes, 1.11x at 768 and 1.08x at 2048 on one, within 1% where it
+splits nothing useful. The entries with `balance_tail` balance at the call's own token count, so
+the 1024 entries also serve 513-1023 tokens well. Probe 6 also put ws ahead of dequantize +
+cuBLAS at 2048 and 4096 tokens on the shapes that still dequantized there (1.02-1.15x), and
+128-token tiles ahead at 257-384 tokens on the wide shapes. A 256-token tile costs the same for
+129 tokens as for 256, so ws takes the whole 129-256 bucket. The sweep has ws candidates
 (`prefill_candidates`); its next run replaces all of this.
 """
 
@@ -31,9 +36,11 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         64: RpConfig(block_m=64, block_n=256, split_k=3, num_warps=8),  # 19.7 us; fp16 33.0, AWQ-layout kernels 32.5
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 32.1 us; fp16 36.1, AWQ-layout kernels 57.2
         256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=3),  # ws-probe 3: 43.5 us; fp16 39.5, previous ws 48.3
-        512: RpConfig(kernel='ws', block_m=128, num_stages=16),  # ws-probe 3: 82.0 us; fp16 66.1, table pick (deq) 106.8
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 139.0 us; fp16 128.4, previous ws 152.8
-        4096: RpConfig(kernel='deq', chunk_mb=16),  # 555.5 us; fp16 498.5, AWQ-layout kernels 547.8
+        384: RpConfig(kernel='ws', block_m=128, num_stages=16, balance_tail=True),  # ws-probe 6: 56.9 us; fp16 49.1, 256-token tiles 79.0
+        512: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 70.1 us; fp16 64.2, unbalanced 83.1
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 139.0 us; fp16 128.4, previous ws 152.8
+        2048: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 254.1 us; fp16 250.9, deq 293.3
+        4096: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 525.5 us; fp16 498.1, deq 534.1
     },
     (8192, 28672): {
         1: RpConfig(kernel='gemv', block_m=1, block_n=16, num_warps=2, blocks_per_step=1, half_sums=True),  # 45.8 us; fp16 153.0, AWQ-layout kernels 81.0
@@ -45,9 +52,10 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         64: RpConfig(block_m=64, block_n=256, num_warps=8),  # 74.1 us; fp16 161.3, AWQ-layout kernels 131.0
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 126.8 us; fp16 161.9, AWQ-layout kernels 204.3
         256: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 179.0 us; fp16 199.0, previous ws 204.5
-        512: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 370.3 us; fp16 329.3, table pick (deq) 544.4
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 671.9 us; fp16 634.5, previous ws 730.9
-        4096: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 2717.1 us; fp16 2568.9, table pick (deq) 2826.9
+        384: RpConfig(kernel='ws', block_m=128, num_stages=16, balance_tail=True),  # ws-probe 6: 298.9 us; fp16 255.2, 256-token tiles 393.8
+        512: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 346.6 us; fp16 322.1, unbalanced 371.6
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 671.9 us; fp16 634.5; ws-probe 6 at 768: 501.7 us, fp16 497.2, unbalanced 556.8
+        4096: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 2717.1 us; fp16 2568.9, table pick (deq) 2826.9
     },
     (11008, 4096): {
         1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 12.1 us; fp16 34.9, AWQ-layout kernels 29.3
@@ -60,8 +68,8 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 26.9 us; fp16 36.5, AWQ-layout kernels 46.7
         256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=4),  # ws-probe 3: 36.9 us; fp16 46.3, previous ws 42.2
         512: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=2),  # ws-probe 3: 66.7 us; fp16 64.8, table pick (deq) 107.1
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 122.8 us; fp16 120.4, previous ws 134.8
-        4096: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 505.4 us; fp16 484.1, table pick (deq) 523.7
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 122.8 us; fp16 120.4; ws-probe 6 at 768: 102.9 us (split 4), fp16 92.1, unsplit 113.3
+        4096: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 505.4 us; fp16 484.1, table pick (deq) 523.7
     },
     (4096, 4096): {
         1: RpConfig(kernel='gemv', block_m=1, block_n=8, half_sums=True),  # 6.1 us; fp16 17.0, AWQ-layout kernels 14.1
@@ -72,9 +80,10 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 8.2 us; fp16 14.2, AWQ-layout kernels 13.8
         64: RpConfig(block_m=64, split_k=4, fold=True),  # 9.8 us; fp16 14.3, AWQ-layout kernels 13.0
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 14.1 us; fp16 14.4, AWQ-layout kernels 20.6
-        256: RpConfig(kernel='ws', block_m=128, num_stages=16, split_k=2),  # ws-probe 3: 19.6 us; fp16 18.5, previous ws 21.7
-        512: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=2),  # ws-probe 3: 30.8 us; fp16 25.9, table pick (deq) 38.9
-        1024: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 48.8 us; fp16 47.0, previous ws 55.4
-        4096: RpConfig(kernel='deq'),  # 196.6 us; fp16 180.9, AWQ-layout kernels 204.2
+        256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=4),  # ws-probe 6: 19.4 us; fp16 18.8, previous pick (128/16 split 2) 21.2
+        512: RpConfig(kernel='ws', block_m=128, num_stages=16, balance_tail=True),  # ws-probe 6: 28.6 us; fp16 25.2, previous pick (256/12 split 2) 29.6
+        1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 48.8 us; fp16 47.0, previous ws 55.4
+        2048: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 94.2 us; fp16 90.1, deq 102.5
+        4096: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 188.8 us; fp16 182.1, deq 197.1
     },
 }
