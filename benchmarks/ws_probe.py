@@ -43,12 +43,12 @@ def ring_fits(stages: int, per_wait: int) -> bool:
 
 def check(dev) -> int:
     """Every tile and grouping against dequantize + cuBLAS: odd shapes, both dtypes, each group size,
-    split-K 2 and a balanced tail over 5 slots (the 8 x 3 tiles of 1000 rows by 300 tokens in 128s
-    leave one column split 3 ways)."""
+    split-K 2 and a balanced tail over 7 slots (on K = 2560 every tile size splits its last one to
+    four columns there; fewer blocks than that never pay for a split)."""
     bad = 0
     for dtype, group, (k, n), m, (split, slots) in itertools.product(
-        (torch.float16, torch.bfloat16), (32, 64, 128, 256), ((768, 1000), (512, 256)), (1, 37, 300),
-        ((1, 0), (2, 0), (1, 5)),
+        (torch.float16, torch.bfloat16), (32, 64, 128, 256), ((768, 1000), (512, 256), (2560, 1000)), (1, 37, 300),
+        ((1, 0), (2, 0), (1, 7)),
     ):
         w = _repacked(_rand_awq(k, n, dtype, dev, group))
         x = torch.randn(m, k, device=dev, dtype=dtype)

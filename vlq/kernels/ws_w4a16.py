@@ -68,9 +68,12 @@ def word_stages(block_m: int) -> int:
     return 1 if block_m == 256 else 2
 
 
-# What a K slice of a split tile costs beyond its share of the blocks, in 256-blocks: the first
-# copies' latency before its first dot and the atomic epilogue (a guess the H100 A/B checks)
-SLICE_OVERHEAD_BLOCKS = 1.5
+# What a K slice of a split tile costs beyond its share of the blocks, in 256-blocks (the first
+# copies' latency before its first dot, the zero fill and the atomic epilogue), fitted to the H100's
+# probe 6 (`benchmarks/results/2026-12-07-h100-ws-probe-6-balanced-tail.log`): at 1.5 the model
+# split five of its 25 points where that gained under 1%; at 3 it splits where that gained 3% or
+# more, and at one point that gained 0.7%
+SLICE_OVERHEAD_BLOCKS = 3.0
 
 
 def _makespan(whole: int, slices: int, slice_time: float, slots: int) -> float:
@@ -88,7 +91,7 @@ def balanced_tail(cols: int, m_tiles: int, blocks: int, slots: int) -> tuple[int
     """(columns of 128-row tiles run whole, K slices of each tile of the other columns): a grid of
     `cols x m_tiles` tiles whose last wave would leave slots idle (4096x11008 at 512 tokens: 172
     tiles on 132 SMs, two waves for 1.3 waves of work) runs its last columns' tiles split over K
-    to fill that wave (1.43 waves). (cols, 1), no split, where splitting saves under 3%."""
+    to fill that wave (about 1.5 waves). (cols, 1), no split, where the model saves under 3%."""
     tiles = cols * m_tiles
     best = (float(-(-tiles // slots)), cols, 1)
     for waves in {tiles // slots, tiles // slots - 1} - {-1}:
