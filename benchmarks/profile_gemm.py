@@ -1,7 +1,7 @@
 """Launch one GEMM path a few times for a profiler (`ncu`) to catch: the ws kernel, vlq's dispatch or
 fp16 cuBLAS, at one shape and token count. Times nothing itself.
 
-python benchmarks/profile_gemm.py --path ws --shape 4096x4096 --m 1024 [--ws 256,12,1,4] [--launches 4]
+python benchmarks/profile_gemm.py --path ws --shape 4096x4096 --m 1024 [--ws 256,12,1,4[,132]] [--launches 4]
 
 Under ncu, skip the warm-up launches (compiles, autotuning) and profile the last one, e.g.
   ncu --clock-control none --set full -k regex:w4a16_ws --launch-skip 3 --launch-count 1 -o rep \
@@ -28,15 +28,20 @@ def main() -> int:
     parser.add_argument("--shape", default="4096x4096", help="K x N of the weight")
     parser.add_argument("--m", type=int, default=1024, help="tokens")
     parser.add_argument(
-        "--ws", default="256,12,1,4", help="ws only: tokens per program, chunks in flight, split-K, dots per wait"
+        "--ws",
+        default="256,12,1,4",
+        help="ws only: tokens per program, chunks in flight, split-K, dots per wait[, slots: the programs at once "
+        "that a balanced tail fills, e.g. 132 on an H100; 0 or left out: none]",
     )
     parser.add_argument("--launches", type=int, default=4, help="launches in all (profile the last)")
     args = parser.parse_args()
     try:
         k, n = (int(v) for v in args.shape.lower().split("x"))
         ws_args = tuple(int(v) for v in args.ws.split(","))
+        if len(ws_args) not in (4, 5):
+            raise ValueError
     except ValueError:
-        parser.error("--shape is KxN and --ws four comma-separated integers")
+        parser.error("--shape is KxN and --ws four or five comma-separated integers")
     if not torch.cuda.is_available():
         print("profile_gemm needs a CUDA GPU", file=sys.stderr)
         return 2
