@@ -279,7 +279,7 @@ if gluon is not None:
         else:
             col = pid % whole_cols
             m_tile = pid // whole_cols
-            first = pid * 0
+            first = pid * 0  # a tensor like the other branch's, which Triton's `if` needs
             last = blocks
         row0 = col * 128
         m0 = m_tile * BLOCK_M
