@@ -134,15 +134,12 @@ def compile_ws(
 
     dtype = TRITON_DTYPES[torch_dtype]
     x_layout, w_layout = ws_w4a16.descriptor_layouts(block_m, torch_dtype)
-    constexprs = {
-        "MAGIC": kernels._MAGIC[torch_dtype], "GROUP": 128, "BLOCK_M": block_m, "X_GROUPS": x_stages // dots_per_wait,
-        "W_STAGES": ws_w4a16.word_stages(block_m), "PER_WAIT": dots_per_wait, "TAIL": tail,
-    }
+    constexprs = ws_w4a16.kernel_constexprs(torch_dtype, 128, block_m, x_stages, dots_per_wait, tail)
     types = {
         "x_desc": f"tensordesc<{dtype}[{block_m}, {ws_w4a16.CHUNK}],{x_layout!r}>",
         "w_desc": f"tensordesc<i32[{ws_w4a16.BLOCK_N}, {ws_w4a16.CHUNK}],{w_layout!r}>",
         "scale_zeros_ptr": "*u32", "out_ptr": f"*{dtype}",
-        "tail_ptr": f"*{'fp32' if torch_dtype == torch.bfloat16 else dtype}",
+        "tail_ptr": "*fp32" if ws_w4a16.tail_dtype(torch_dtype) == torch.float32 else f"*{dtype}",
         **{name: "i32" for name in ("M", "N", "K", "stride_om", "stride_tm", "whole_cols", "split_k")},
         **{name: "constexpr" for name in constexprs},
     }

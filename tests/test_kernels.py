@@ -647,11 +647,12 @@ def test_balanced_tail_fills_the_last_wave_of_4096x11008_at_512_tokens():
     """172 tiles of 256 tokens on 132 SMs: two waves for 1.3 waves of work, unsplit. Split, the 20
     last columns' 40 tiles run as 120 thirds beside the 132 whole tiles: one wave and one slice
     (a third of the blocks plus the fixed cost)."""
-    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, _makespan, balanced_tail
+    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, _makespan, _slice_time, balanced_tail
 
     assert balanced_tail(86, 2, 16, 132) == (66, 3)
     assert _makespan(172, 0, 1.0, 132) == 2
-    assert _makespan(132, 120, (16 / 3 + SLICE_OVERHEAD_BLOCKS) / 16, 132) == 1 + (16 / 3 + SLICE_OVERHEAD_BLOCKS) / 16
+    assert _slice_time(16, 3) == (16 / 3 + SLICE_OVERHEAD_BLOCKS) / 16
+    assert _makespan(132, 120, _slice_time(16, 3), 132) == 1 + _slice_time(16, 3)
 
 
 @settings(max_examples=200, deadline=None)
@@ -661,7 +662,7 @@ def test_balanced_tail_fills_the_last_wave_of_4096x11008_at_512_tokens():
 def test_balanced_tail_is_a_valid_grid_that_only_splits_to_gain(cols, m_tiles, blocks, slots):
     """The plan keeps whole columns within the grid, splits no finer than K's 256-blocks (none empty),
     and splits only where its makespan beats the unsplit grid's by 3%."""
-    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, _makespan, balanced_tail
+    from vlq.kernels.ws_w4a16 import _makespan, _slice_time, balanced_tail
 
     whole_cols, split = balanced_tail(cols, m_tiles, blocks, slots)
     assert 0 <= whole_cols <= cols and 1 <= split <= blocks
@@ -670,8 +671,7 @@ def test_balanced_tail_is_a_valid_grid_that_only_splits_to_gain(cols, m_tiles, b
         assert whole_cols == cols
     else:
         tail_tiles = (cols - whole_cols) * m_tiles
-        slice_time = (blocks / split + SLICE_OVERHEAD_BLOCKS) / blocks
-        balanced = _makespan(whole_cols * m_tiles, tail_tiles * split, slice_time, slots)
+        balanced = _makespan(whole_cols * m_tiles, tail_tiles * split, _slice_time(blocks, split), slots)
         assert balanced < 0.97 * _makespan(cols * m_tiles, 0, 1.0, slots)
 
 

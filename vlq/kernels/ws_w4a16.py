@@ -39,7 +39,7 @@ import heapq
 import torch
 import triton
 
-from vlq.kernels.triton_w4a16 import _scale_zero, nonempty_split
+from vlq.kernels.triton_w4a16 import _MAGIC, _scale_zero, nonempty_split
 
 try:
     from triton.experimental import gluon
@@ -76,6 +76,11 @@ def word_stages(block_m: int) -> int:
 SLICE_OVERHEAD_BLOCKS = 3.0
 
 
+def _slice_time(blocks: int, split: int) -> float:
+    """One of `split` K slices of a tile of `blocks` 256-blocks, in whole-tile times."""
+    return (blocks / split + SLICE_OVERHEAD_BLOCKS) / blocks
+
+
 def _makespan(whole: int, slices: int, slice_time: float, slots: int) -> float:
     """When the last of `whole` unit-time programs, then `slices` programs of `slice_time`, ends on
     `slots` programs at a time, each starting where one ends (in launch order, as the GPU does)."""
@@ -96,11 +101,9 @@ def balanced_tail(cols: int, m_tiles: int, blocks: int, slots: int) -> tuple[int
     best = (float(-(-tiles // slots)), cols, 1)
     for waves in {tiles // slots, tiles // slots - 1} - {-1}:
         tail_cols = min(cols, -(-(tiles - waves * slots) // m_tiles))
-        for wanted in (2, 3, 4):
-            split = nonempty_split(blocks, wanted)
-            slice_time = (blocks / split + SLICE_OVERHEAD_BLOCKS) / blocks
-            time = _makespan((cols - tail_cols) * m_tiles, tail_cols * m_tiles * split, slice_time, slots)
-            if split > 1 and time < 0.97 * best[0]:
+        for split in sorted({nonempty_split(blocks, wanted) for wanted in (2, 3, 4)} - {1}):
+            time = _makespan((cols - tail_cols) * m_tiles, tail_cols * m_tiles * split, _slice_time(blocks, split), slots)
+            if time < 0.97 * best[0]:
                 best = (time, cols - tail_cols, split)
     return best[1], best[2]
 
@@ -342,6 +345,23 @@ def descriptor_layouts(block_m: int, dtype: torch.dtype) -> tuple:
     )
 
 
+def tail_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the tail's K slices add up in: fp32 for bf16 (bf16 atomics would round each slice to 8
+    bits), the output's own fp16 columns for fp16."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
+def kernel_constexprs(
+    dtype: torch.dtype, group_size: int, block_m: int, x_stages: int, dots_per_wait: int, tail: bool
+) -> dict:
+    """`w4a16_ws_kernel`'s compile-time arguments for these settings, as `launch_ws` passes them and
+    the sm_90 compile test builds them."""
+    return {
+        "MAGIC": _MAGIC[dtype], "GROUP": group_size, "BLOCK_M": block_m, "X_GROUPS": x_stages // dots_per_wait,
+        "W_STAGES": word_stages(block_m), "PER_WAIT": dots_per_wait, "TAIL": tail,
+    }
+
+
 def launch_ws(
     x: torch.Tensor,
     qweight: torch.Tensor,
@@ -380,21 +400,17 @@ def launch_ws(
     x_desc = TensorDescriptor.from_tensor(x, [block_m, CHUNK], x_layout)
     w_desc = TensorDescriptor.from_tensor(qweight, [BLOCK_N, CHUNK], w_layout)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    tail_n0 = BLOCK_N * whole_cols
-    # the tail's K slices add up in a zeroed buffer: fp32 for bf16 (bf16 atomics would round each
-    # slice to 8 bits), the output's own columns for fp16
-    if x.dtype == torch.bfloat16 and whole_cols < cols:
-        tail = torch.zeros((m, n - tail_n0), dtype=torch.float32, device=x.device)
-    elif whole_cols < cols:
+    has_tail, tail_n0 = whole_cols < cols, BLOCK_N * whole_cols
+    if not has_tail:
+        tail = out
+    elif tail_dtype(x.dtype) == x.dtype:
         tail = out[:, tail_n0:].zero_()
     else:
-        tail = out
+        tail = torch.zeros((m, n - tail_n0), dtype=tail_dtype(x.dtype), device=x.device)
     grid = (whole_cols * m_tiles + (cols - whole_cols) * m_tiles * split,)
     w4a16_ws_kernel[grid](
         x_desc, w_desc, scale_zeros, out, tail, m, n, k, out.stride(0), tail.stride(0), whole_cols, split,
-        MAGIC=0x64006400 if x.dtype == torch.float16 else 0x43004300, GROUP=group_size, BLOCK_M=block_m,
-        X_GROUPS=x_stages // dots_per_wait, W_STAGES=word_stages(block_m), PER_WAIT=dots_per_wait,
-        TAIL=whole_cols < cols,
+        **kernel_constexprs(x.dtype, group_size, block_m, x_stages, dots_per_wait, has_tail),
         # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
         # then 232 for the consumers and 24 for the copy warp
         num_warps=4, maxnreg=168,
