@@ -139,7 +139,7 @@ def main() -> int:
     parser.add_argument(
         "--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="weights to time, KxN, comma-separated"
     )
-    parser.add_argument("--json-out", help="also write the timings (and each point's best ws setting) here")
+    parser.add_argument("--json-out", help="also write the timings (fp16, vlq and every ws setting, per point) here")
     parser.add_argument(
         "--groupings",
         default=f"2,{DOTS_PER_WAIT},8",
