@@ -5,11 +5,13 @@ python benchmarks/ws_probe.py [--m 256,1024,4096] [--shapes 4096x4096,...] [--gr
                               [--skip-check] [--json-out F]
 
 Per point it prints the three times, the best ws setting (tokens per program, activation chunks
-in flight, split-K or the balanced tail, dots per full wait), the best with and without the
-balanced tail (`balanced_tail`: the tiles of a part-empty last wave split over K), and the best
-time of each grouping, all timed in the same run as `gemm_sweep.py` times (CUDA graphs,
-L2-rotated weights). The H100 table's ws entries come from this script's runs (see its
-docstring for which).
+in flight, split-K or a tail plan, dots per full wait), the best of `balanced_tail`'s own pick
+(`tail`) and of the settings with no tail plan, and every setting's time, all timed in the same
+run as `gemm_sweep.py` times (CUDA graphs, L2-rotated weights). A tail plan `W+P` runs W columns
+of tiles whole and shares the other columns' blocks out to P programs (over K, or stream-K across
+tiles); every plan that `balanced_tail` weighs is timed, so that a refit of its cost model picks
+among timed plans. The H100 table's ws entries come from this script's runs (see its docstring
+for which).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gemm_sweep import SHAPES, _rand_awq, _repacked, copies, graph_time_us  # noqa: E402
 
 from vlq.kernels.triton_w4a16 import nonempty_split, rp_dequant_matmul, w4a16_matmul_rp  # noqa: E402
-from vlq.kernels.ws_w4a16 import BLOCK_N, DOTS_PER_WAIT, available, balanced_tail, launch_ws  # noqa: E402
+from vlq.kernels.ws_w4a16 import BLOCK_N, DOTS_PER_WAIT, available, balanced_tail, launch_ws, tail_plans  # noqa: E402
 
 # (tokens per program, activation chunks in flight): 164-213 KB of shared memory (12 chunks of a
-# 256-token tile fit beside one block of words; bf16 split-K's fp32 epilogue needs 8). The ring
+# 256-token tile fit beside one block of words; bf16 split-K's fp32 epilogue needs 8; 128-token
+# tiles also with 20 and 24, a deeper lookahead for their shorter blocks, where they fit). The ring
 # holds whole groups of dots, so a tile is timed with the groupings that divide its chunks in two or more
-TILES = ((128, 16), (256, 12), (256, 8))
+TILES = ((128, 16), (128, 20), (128, 24), (256, 12), (256, 8))
 
 
 def ring_fits(stages: int, per_wait: int) -> bool:
@@ -43,12 +46,14 @@ def ring_fits(stages: int, per_wait: int) -> bool:
 
 def check(dev) -> int:
     """Every tile and grouping against dequantize + cuBLAS: odd shapes, both dtypes, each group size,
-    split-K 2 and a balanced tail over 7 slots (on K = 2560 every tile size splits its last one to
-    four columns there; fewer blocks than that never pay for a split)."""
+    split-K 2, a balanced tail over 7 slots (on K = 2560 every tile size shares its last one to four
+    columns out there; fewer blocks than that never pay for it) and stream-K runs across tile
+    boundaries (the grid in 7 programs; half its columns whole, the rest in one program more than
+    their tiles)."""
     bad = 0
-    for dtype, group, (k, n), m, (split, slots) in itertools.product(
+    for dtype, group, (k, n), m, (split, slots, plan) in itertools.product(
         (torch.float16, torch.bfloat16), (32, 64, 128, 256), ((768, 1000), (512, 256), (2560, 1000)), (1, 37, 300),
-        ((1, 0), (2, 0), (1, 7)),
+        ((1, 0, None), (2, 0, None), (1, 7, None), (1, 0, "all"), (1, 0, "half")),
     ):
         w = _repacked(_rand_awq(k, n, dtype, dev, group))
         x = torch.randn(m, k, device=dev, dtype=dtype)
@@ -58,15 +63,20 @@ def check(dev) -> int:
         for (block_m, stages), per_wait in itertools.product(TILES, (DOTS_PER_WAIT, *groupings)):
             if not ring_fits(stages, per_wait):
                 continue
+            cols, m_tiles = -(-n // BLOCK_N), -(-m // block_m)
+            tiles, half = cols * m_tiles, cols // 2
+            plans = {None: None, "all": (0, min(7, tiles)), "half": (half, (cols - half) * m_tiles + 1)}
             try:
-                got = launch_ws(x, w["qweight"], w["qzeros"], group, block_m, stages, split, per_wait, slots)
+                got = launch_ws(
+                    x, w["qweight"], w["qzeros"], group, block_m, stages, split, per_wait, slots, plan=plans[plan]
+                )
             except OutOfResources:  # bf16 split-K with three groups: `run_rp` steps down to two
                 continue
             err = (got.float() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
             if not err < 2e-2:
                 bad += 1
                 print(
-                    f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} slots{slots} tile{block_m} {per_wait} "
+                    f"MISMATCH {dtype} g{group} k{k} n{n} m{m} split{split} slots{slots} plan {plan} tile{block_m} {per_wait} "
                     f"per wait: rel err {err:.3g}",
                     flush=True,
                 )
@@ -76,7 +86,8 @@ def check(dev) -> int:
 
 def ws_settings(m: int, n: int, k: int, sms: int, groupings) -> list[tuple]:
     """The launch settings timed at one point: each tile and grouping with no split, split-K where
-    the tiles leave SMs idle, and the balanced tail where it splits anything."""
+    the tiles leave SMs idle, and every plan that `balanced_tail` weighs (so that a refit of its
+    model picks among timed plans), its own pick marked."""
     out = []
     blocks = k // 256
     for (block_m, stages), per_wait in itertools.product(TILES, groupings):
@@ -84,19 +95,18 @@ def ws_settings(m: int, n: int, k: int, sms: int, groupings) -> list[tuple]:
             continue  # 128-token tiles only pay where 256 would leave SMs idle
         cols, m_tiles = -(-n // BLOCK_N), -(-m // block_m)
         wanted = (1,) if cols * m_tiles >= sms else (1, round(sms / (cols * m_tiles)), round(2 * sms / (cols * m_tiles)))
-        splits = {nonempty_split(blocks, w) for w in wanted}
-        whole_cols, tail_split = balanced_tail(cols, m_tiles, blocks, sms)
-        if whole_cols == 0:  # the balanced tail is all of the grid: plain split-K
-            splits.add(tail_split)
-        out += [(block_m, stages, split, per_wait, 0) for split in sorted(splits)]
-        if 0 < whole_cols < cols:
-            out.append((block_m, stages, 1, per_wait, sms))
+        out += [(block_m, stages, split, per_wait, None) for split in sorted({nonempty_split(blocks, w) for w in wanted})]
+        out += [(block_m, stages, 1, per_wait, plan) for plan in tail_plans(cols, m_tiles, blocks, sms)]
     return out
 
 
-def label(settings: tuple) -> str:
-    block_m, stages, split, per_wait, slots = settings
-    return f"{block_m}/{stages} {'tail' if slots else f's{split}'} pw{per_wait}"
+def label(settings: tuple, picked: tuple[int, int]) -> str:
+    """`128/16 s2 pw4`: tokens / chunks in flight, split-K, dots per wait; a plan as `66+120` (whole
+    columns + tail programs), `tail` where `balanced_tail` picks it."""
+    block_m, stages, split, per_wait, plan = settings
+    if plan is None:
+        return f"{block_m}/{stages} s{split} pw{per_wait}"
+    return f"{block_m}/{stages} {'tail ' if plan == picked else ''}{plan[0]}+{plan[1]} pw{per_wait}"
 
 
 def time_points(dev, shapes, ms, groupings, group=128) -> list[dict]:
@@ -111,17 +121,24 @@ def time_points(dev, shapes, ms, groupings, group=128) -> list[dict]:
         row["fp16"] = graph_time_us([lambda d=d, x=x: x @ d.t() for d in dense])
         row["vlq"] = graph_time_us([lambda w=w, x=x: w4a16_matmul_rp(x, w["qweight"], w["qzeros"], group) for w in ws_])
         for settings in ws_settings(m, n, k, sms, groupings):
+            block_m, stages, split, per_wait, plan = settings
+            name = label(settings, balanced_tail(-(-n // BLOCK_N), -(-m // block_m), k // 256, sms))
             try:
-                row["ws"][label(settings)] = graph_time_us(
-                    [lambda w=w, x=x, a=settings: launch_ws(x, w["qweight"], w["qzeros"], group, *a) for w in ws_]
+                row["ws"][name] = graph_time_us(
+                    [
+                        lambda w=w, x=x, a=settings[:4], plan=plan: launch_ws(
+                            x, w["qweight"], w["qzeros"], group, *a, plan=plan
+                        )
+                        for w in ws_
+                    ]
                 )
             except Exception as exc:  # noqa: BLE001 - report and go on
-                print("fail", label(settings), repr(exc)[:200], flush=True)
+                print("fail", name, repr(exc)[:200], flush=True)
         rows.append(row)
         fp16, vlq = row["fp16"], row["vlq"]
         line = f"{k}x{n} M={m}: fp16 {fp16:.1f} us, vlq {vlq:.1f} ({fp16 / vlq:.3f}x fp16)"
         for name, keep in (("best", lambda key: True), ("tail", lambda key: "tail" in key),
-                           ("no tail", lambda key: "tail" not in key)):
+                           ("no tail", lambda key: "+" not in key)):
             keys = [key for key in row["ws"] if keep(key)]
             if keys:
                 best = min(keys, key=row["ws"].get)

@@ -140,7 +140,7 @@ def compile_ws(
         "w_desc": f"tensordesc<i32[{ws_w4a16.BLOCK_N}, {ws_w4a16.CHUNK}],{w_layout!r}>",
         "scale_zeros_ptr": "*u32", "out_ptr": f"*{dtype}",
         "tail_ptr": "*fp32" if ws_w4a16.tail_dtype(torch_dtype) == torch.float32 else f"*{dtype}",
-        **{name: "i32" for name in ("M", "N", "K", "stride_om", "stride_tm", "whole_cols", "split_k")},
+        **{name: "i32" for name in ("M", "N", "K", "stride_om", "stride_tm", "whole_cols", "tail_programs")},
         **{name: "constexpr" for name in constexprs},
     }
     source = GluonASTSource(ws_w4a16.w4a16_ws_kernel, types, constexprs)

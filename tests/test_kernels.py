@@ -594,18 +594,20 @@ def test_ws_launch_refuses_groupings_that_do_not_tile(dots_per_wait, x_stages):
 @pytest.mark.parametrize(
     ("m", "k", "n", "slots"),
     [
-        (300, 1280, 472, 9),  # 4 columns x 3 token tiles on 9 slots: 3 columns whole, the partial fourth in 3 K slices
+        (300, 2560, 472, 9),  # 4 columns x 3 token tiles on 9 slots: 3 columns whole, the partial fourth in 3 K slices
         (37, 2048, 1000, 6),  # 8 columns x 1 token tile on 6 slots: the last 2 columns in 3 slices
+        (300, 2560, 1000, 11),  # 7 columns whole, the last column's 3 tiles in 11 stream-K runs
+        (37, 4096, 472, 7),  # no column whole: 4 tiles of 16 blocks in 7 stream-K runs
     ],
 )
 def test_ws_balanced_tail_matches_reference(dtype, group_size, m, k, n, slots):
-    """Tiles run whole beside the split tail (stored, and added up in the zeroed tail columns: fp32
-    for bf16) give the reference; the tail covers N's partial last column."""
+    """Tiles run whole beside the tail that `balanced_tail` plans (stored, and added up in the zeroed
+    tail columns: fp32 for bf16) give the reference; the tail covers N's partial last column."""
     from vlq.kernels import ws_w4a16
 
     cols, m_tiles = -(-n // 128), -(-m // 128)
-    whole_cols, split = ws_w4a16.balanced_tail(cols, m_tiles, k // 256, slots)
-    assert 0 < whole_cols < cols and split > 1  # the case splits a tail
+    whole_cols, programs = ws_w4a16.balanced_tail(cols, m_tiles, k // 256, slots)
+    assert whole_cols < cols and programs > 0  # the case shares a tail out
     t, r = repacked_tensors(k, -(-n // 8) * 8, group_size, dtype, seed=n)
     qweight, words = r["qweight"][:n].contiguous(), r["qzeros"][:, :n].contiguous()
     x = torch.randn(m, k, dtype=dtype, device=DEVICE)
@@ -625,8 +627,8 @@ def test_ws_balance_tail_config_fills_the_gpus_last_wave(dtype):
     sms = triton_kernels.sm_count(0)
     n, m, k = 128 * (sms // 2 + 1) - 24, 300, 4096
     cols = -(-n // 128)
-    whole_cols, split = ws_w4a16.balanced_tail(cols, 2, k // 256, sms)
-    assert 0 < whole_cols < cols and split > 1
+    whole_cols, programs = ws_w4a16.balanced_tail(cols, 2, k // 256, sms)
+    assert 0 < whole_cols < cols and programs > 0
     t, r = repacked_tensors(k, n, 128, dtype, seed=7)
     x = torch.randn(m, k, dtype=dtype, device=DEVICE)
     config = RpConfig(kernel="ws", block_m=256, num_stages=12, balance_tail=True)
@@ -635,24 +637,71 @@ def test_ws_balance_tail_config_fills_the_gpus_last_wave(dtype):
     assert rel_error(out, exact_reference(x, t, 128)) < tolerance
 
 
+@needs_hopper_gluon
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("m", "k", "n", "plan"),
+    [
+        (300, 2560, 1000, (0, 7)),  # 24 tiles of 10 blocks in 7 runs of 34-35: each reaches into 4-5 tiles
+        (300, 2560, 1000, (7, 5)),  # the last column (N's partial one): 3 tiles, 30 blocks in 5 runs of 6
+        (300, 1280, 1000, (5, 11)),  # 5 columns whole, the last 3 columns' 9 tiles in 11 runs: some cross one boundary
+        (37, 2048, 1000, (0, 13)),  # one token tile: 8 tiles in 13 runs, N's partial last column among them
+    ],
+)
+def test_ws_stream_k_tail_matches_reference(dtype, m, k, n, plan):
+    """Stream-K tail programs, whose runs of blocks cross tile boundaries (an accumulator and an
+    atomic epilogue per tile reached, the copies running on across), give the reference."""
+    from vlq.kernels import ws_w4a16
+
+    t, r = repacked_tensors(k, -(-n // 8) * 8, 64, dtype, seed=plan[1])
+    qweight, words = r["qweight"][:n].contiguous(), r["qzeros"][:, :n].contiguous()
+    x = torch.randn(m, k, dtype=dtype, device=DEVICE)
+    out = ws_w4a16.launch_ws(x, qweight, words, 64, 128, 8, plan=plan)
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2
+    assert rel_error(out, exact_reference(x, t, 64)[:, :n]) < tolerance
+
+
+@pytest.mark.parametrize("plan", [(9, 3), (4, 9), (0, 17), (-1, 30), (3, 0)])
+def test_ws_launch_refuses_a_plan_that_leaves_a_tile_or_run_empty(plan):
+    """A hand-set plan must keep its whole columns in the grid, give a tail programs and every program
+    a block (8 columns x 1 token tile x 2 blocks here): else it is refused before a launch, on any
+    device."""
+    from vlq.kernels import ws_w4a16
+
+    x = torch.zeros(4, 512, dtype=torch.float16)
+    words = torch.zeros(1000, 64, dtype=torch.int32)
+    with pytest.raises(ValueError, match="no such split"):
+        ws_w4a16.launch_ws(x, words, words, 128, 256, 12, plan=plan)
+
+
 @pytest.mark.parametrize(("cols", "m_tiles", "slots"), [(66, 2, 132), (33, 4, 132), (4, 1, 4), (7, 3, 7)])
 def test_balanced_tail_leaves_full_waves_unsplit(cols, m_tiles, slots):
     """A grid that fills its last wave has nothing to balance."""
     from vlq.kernels.ws_w4a16 import balanced_tail
 
-    assert balanced_tail(cols, m_tiles, 16, slots) == (cols, 1)
+    assert balanced_tail(cols, m_tiles, 16, slots) == (cols, 0)
 
 
 def test_balanced_tail_fills_the_last_wave_of_4096x11008_at_512_tokens():
     """172 tiles of 256 tokens on 132 SMs: two waves for 1.3 waves of work, unsplit. Split, the 20
     last columns' 40 tiles run as 120 thirds beside the 132 whole tiles: one wave and one slice
-    (a third of the blocks plus the fixed cost)."""
-    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, _makespan, _slice_time, balanced_tail
+    (its blocks plus the fixed cost)."""
+    from vlq.kernels.ws_w4a16 import SLICE_OVERHEAD_BLOCKS, balanced_tail, tail_makespan, tail_run
 
-    assert balanced_tail(86, 2, 16, 132) == (66, 3)
-    assert _makespan(172, 0, 1.0, 132) == 2
-    assert _slice_time(16, 3) == (16 / 3 + SLICE_OVERHEAD_BLOCKS) / 16
-    assert _makespan(132, 120, _slice_time(16, 3), 132) == 1 + _slice_time(16, 3)
+    assert balanced_tail(86, 2, 16, 132) == (66, 120)
+    assert [tail_run(u, 120, 640) for u in range(3)] == [(0, 5), (5, 10), (10, 16)]  # a tile in thirds
+    assert tail_makespan(132, 40, 16, 120, 132) == 1 + (6 + SLICE_OVERHEAD_BLOCKS) / 16
+
+
+def test_balanced_tail_runs_a_grid_under_one_wave_stream_k():
+    """11008x4096 at 768 tokens: 96 tiles of 256 tokens leave 36 of 132 SMs idle, and no equal split
+    of the tiles fills them. Stream-K gives each SM a run of 31-32 of the 4128 blocks, across tile
+    boundaries."""
+    from vlq.kernels.ws_w4a16 import balanced_tail, run_tiles, tail_run
+
+    assert balanced_tail(32, 3, 43, 132) == (0, 132)
+    assert tail_run(1, 132, 96 * 43) == (31, 62)
+    assert run_tiles(31, 62, 43) == [(0, 31, 43), (1, 0, 19)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -660,19 +709,39 @@ def test_balanced_tail_fills_the_last_wave_of_4096x11008_at_512_tokens():
     cols=st.integers(1, 240), m_tiles=st.integers(1, 20), blocks=st.integers(1, 64), slots=st.integers(1, 160)
 )
 def test_balanced_tail_is_a_valid_grid_that_only_splits_to_gain(cols, m_tiles, blocks, slots):
-    """The plan keeps whole columns within the grid, splits no finer than K's 256-blocks (none empty),
-    and splits only where its makespan beats the unsplit grid's by 3%."""
-    from vlq.kernels.ws_w4a16 import _makespan, _slice_time, balanced_tail
+    """The plan keeps whole columns within the grid, gives every tail tile a program and every program
+    a block, and shares a tail out only where its makespan beats the unsplit grid's by 3%."""
+    from vlq.kernels.ws_w4a16 import balanced_tail, tail_makespan
 
-    whole_cols, split = balanced_tail(cols, m_tiles, blocks, slots)
-    assert 0 <= whole_cols <= cols and 1 <= split <= blocks
-    assert split == triton_kernels.nonempty_split(blocks, split)
-    if split == 1:
+    whole_cols, programs = balanced_tail(cols, m_tiles, blocks, slots)
+    tail_tiles = (cols - whole_cols) * m_tiles
+    assert 0 <= whole_cols <= cols
+    if programs == 0:
         assert whole_cols == cols
     else:
-        tail_tiles = (cols - whole_cols) * m_tiles
-        balanced = _makespan(whole_cols * m_tiles, tail_tiles * split, _slice_time(blocks, split), slots)
-        assert balanced < 0.97 * _makespan(cols * m_tiles, 0, 1.0, slots)
+        assert tail_tiles < programs <= tail_tiles * blocks
+        balanced = tail_makespan(whole_cols * m_tiles, tail_tiles, blocks, programs, slots)
+        assert balanced < 0.97 * -(-cols * m_tiles // slots)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tiles=st.integers(1, 300), blocks=st.integers(1, 64), data=st.data())
+def test_tail_runs_cover_every_block_of_every_tile_once(tiles, blocks, data):
+    """The tail programs' runs, cut into the parts the kernel accumulates and adds up (`run_tiles`),
+    cover each block of each tail tile exactly once, each part inside one tile and nonempty; with a
+    multiple of the tiles as programs no run crosses a tile (an equal split over K)."""
+    from vlq.kernels.ws_w4a16 import run_tiles, tail_run
+
+    programs = data.draw(st.integers(tiles, tiles * blocks))
+    covered = []
+    for u in range(programs):
+        start, end = tail_run(u, programs, tiles * blocks)
+        parts = run_tiles(start, end, blocks)
+        assert all(0 <= first < last <= blocks for _, first, last in parts)
+        covered += [(t, blk) for t, first, last in parts for blk in range(first, last)]
+        if programs % tiles == 0:
+            assert len(parts) == 1
+    assert covered == [(t, blk) for t in range(tiles) for blk in range(blocks)]
 
 
 def test_ws_config_runs_as_dequant_where_the_kernel_cannot(monkeypatch):
@@ -714,11 +783,11 @@ def test_ws_pick_steps_down_like_the_other_fused_kernels(monkeypatch):
 
 
 def test_h100_table_runs_ws_from_129_tokens_and_balances_the_unsplit_tiles():
-    """The hand-merged ws entries (probes 3 and 6): 129-4096 tokens on the four swept shapes, where
-    ws beat dequantize + cuBLAS and the earlier picks in the same run; every unsplit pick but the
-    256-token bucket's balances its last wave (probe 6: within 1% where that splits nothing
-    useful, 1.07-1.18x where it does). 128 tokens and fewer keep the sweep's picks, and the H200
-    table (not timed) has no ws entries."""
+    """The hand-merged ws entries (probes 3, 6 and 7): 129-4096 tokens on the four swept shapes, where
+    ws beat dequantize + cuBLAS and the earlier picks in the same run; every unsplit pick balances
+    its last wave (probe 6: within 1% where that splits nothing useful, 1.07-1.18x where it does;
+    probe 7 at 256 tokens: 1.07-1.09x the split or unsplit picks before). 128 tokens and fewer keep
+    the sweep's picks, and the H200 table (not timed) has no ws entries."""
     from vlq.kernels.tuned import table_for
 
     h100 = "NVIDIA H100 80GB HBM3"
@@ -726,7 +795,7 @@ def test_h100_table_runs_ws_from_129_tokens_and_balances_the_unsplit_tiles():
         for m in (129, 256, 257, 384, 512, 513, 1024, 1025, 2048, 4096):
             config = triton_kernels.pick_rp_config(m, n, k, 128, 132, h100)
             assert config.kernel == "ws"
-            assert config.balance_tail == (m > 256 and config.split_k == 1)
+            assert config.balance_tail == (config.split_k == 1)
         assert triton_kernels.pick_rp_config(128, n, k, 128, 132, h100).kernel != "ws"
     h200_table = table_for("NVIDIA H200")
     assert all(config.kernel != "ws" for per_m in h200_table.values() for config in per_m.values())

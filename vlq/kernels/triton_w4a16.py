@@ -1038,7 +1038,8 @@ class RpConfig:
     per SM (no `split_k`: the runs cut K where they cross a tile).
     "ws": the warp-specialized Hopper kernel (`vlq.kernels.ws_w4a16`), `block_m` tokens x 128 weight
     rows per program, `num_stages` 32-wide activation chunks in flight, `split_k`, and with
-    `balance_tail` (split_k 1) the tiles of a part-empty last wave split over K to fill it; where
+    `balance_tail` (split_k 1) the blocks of a part-empty last wave's tiles (or of a grid under one
+    wave) shared out over K or stream-K to fill the SMs (`ws_w4a16.balanced_tail`); where
     Gluon or an sm_90 GPU is missing it runs as "deq".
     """
 

@@ -21,8 +21,12 @@ tokens), and its 256-wide K steps keep the token tile at 128. Gluon lets vlq pla
   for those loads: a global-load latency per block, ncu's largest stall after the dots).
 One program per SM fits (registers), so a grid of tiles runs in waves of one tile per SM; where
 the last wave would be part empty (4096x11008 at 512 tokens: 172 tiles of 256 tokens on 132 SMs)
-`balanced_tail` has the last columns' tiles split over K so that their slices fill it, added up
-atomically beside the tiles stored whole (one launch: the slices start as SMs free up).
+or the grid is under one wave (11008x4096 at 768 tokens: 96 tiles), `balanced_tail` shares the
+last columns' blocks out to programs that fill the SMs, added up atomically beside the tiles
+stored whole (one launch: the tail programs start as SMs free up). Each tail program takes an
+equal run of the tail's blocks, tile after tile (stream-K): a slice of one tile where the programs
+are a multiple of the tiles (split over K), else runs that cross tile boundaries, with one
+accumulator and epilogue per tile reached while the copy warp runs on into the next tile.
 Chunks are 32 K positions wide because vlq's layout keeps a chunk's neighbouring positions in one
 word (`vlq.kernels.repack`); unpacking is one shift and one `lop3` per two weights, as in the rp
 kernel. Token tiles of 256 fit: one activation slot is 16 KB instead of the rp kernel's 128 KB.
@@ -68,43 +72,91 @@ def word_stages(block_m: int) -> int:
     return 1 if block_m == 256 else 2
 
 
-# What a K slice of a split tile costs beyond its share of the blocks, in 256-blocks (the first
-# copies' latency before its first dot, the zero fill and the atomic epilogue), fitted to the H100's
-# probe 6 (`benchmarks/results/2026-12-07-h100-ws-probe-6-balanced-tail.log`): at 1.5 the model
-# split five of its 25 points where that gained under 1%; at 3 it splits where that gained 3% or
-# more, and at one point that gained 0.7%
+# What a program of the tail costs beyond its blocks, in 256-blocks (the first copies' latency before
+# its first dot, the zero fill and the atomic epilogue), fitted to the H100's probe 6
+# (`benchmarks/results/2026-12-07-h100-ws-probe-6-balanced-tail.log`): at 1.5 the model split five of
+# its 25 points where that gained under 1%; at 3 it splits where that gained 3% or more, and at one
+# point that gained 0.7%
 SLICE_OVERHEAD_BLOCKS = 3.0
+# What each further tile that a stream-K program's run of blocks reaches into costs it: one more
+# atomic epilogue and a fresh accumulator (the copies run on across the boundary). Probe 7
+# (`...-ws-probe-7-stream-k.log`, every plan timed) found these two and the 3% threshold as good as
+# any of 240 combinations on its points without clock drift
+SEGMENT_OVERHEAD_BLOCKS = 1.0
 
 
-def _slice_time(blocks: int, split: int) -> float:
-    """One of `split` K slices of a tile of `blocks` 256-blocks, in whole-tile times."""
-    return (blocks / split + SLICE_OVERHEAD_BLOCKS) / blocks
+def tail_run(program: int, programs: int, span: int) -> tuple[int, int]:
+    """Program `program` of `programs` in the tail: its run `[start, end)` of the tail's `span` blocks
+    (tile-major: a tile's blocks, then the next tile's), as the kernel computes it. With `programs` a
+    multiple of the tail's tiles every run stays in one tile: an equal split over K."""
+    return program * span // programs, (program + 1) * span // programs
 
 
-def _makespan(whole: int, slices: int, slice_time: float, slots: int) -> float:
-    """When the last of `whole` unit-time programs, then `slices` programs of `slice_time`, ends on
+def run_tiles(start: int, end: int, blocks: int) -> list[tuple[int, int, int]]:
+    """The (tile, first block, last block) parts of the run `[start, end)` over tiles of `blocks`
+    blocks, in order: what the kernel's consumers loop over, one accumulator and epilogue each."""
+    return [
+        (t, max(start - t * blocks, 0), min(end - t * blocks, blocks))
+        for t in range(start // blocks, (end - 1) // blocks + 1)
+    ]
+
+
+def _run_time(start: int, end: int, blocks: int) -> float:
+    """A tail program's run of blocks, in whole-tile times: its blocks, the fixed cost of a program
+    that adds into the tail, and one epilogue more for each further tile the run reaches into."""
+    extra_tiles = len(run_tiles(start, end, blocks)) - 1
+    return (end - start + SLICE_OVERHEAD_BLOCKS + SEGMENT_OVERHEAD_BLOCKS * extra_tiles) / blocks
+
+
+def _makespan(whole: int, tail_times: list[float], slots: int) -> float:
+    """When the last of `whole` unit-time programs, then the tail's programs (`tail_times`), ends on
     `slots` programs at a time, each starting where one ends (in launch order, as the GPU does)."""
     ends = [whole // slots + 1.0] * (whole % slots) + [float(whole // slots)] * (slots - whole % slots)
     heapq.heapify(ends)
-    for _ in range(slices):
-        heapq.heappush(ends, heapq.heappop(ends) + slice_time)
+    for time in tail_times:
+        heapq.heappush(ends, heapq.heappop(ends) + time)
     return max(ends)
+
+
+def tail_makespan(whole: int, tail_tiles: int, blocks: int, programs: int, slots: int) -> float:
+    """The modelled time of a grid of `whole` whole tiles and `programs` tail programs sharing the
+    blocks of `tail_tiles` tiles, in whole-tile times."""
+    span = tail_tiles * blocks
+    runs = (tail_run(u, programs, span) for u in range(programs))
+    return _makespan(whole, [_run_time(start, end, blocks) for start, end in runs], slots)
+
+
+def tail_plans(cols: int, m_tiles: int, blocks: int, slots: int) -> list[tuple[int, int]]:
+    """The (whole columns, tail programs) that `balanced_tail` weighs: the tail is the columns of the
+    last part-empty wave (or of the last one and a half), its blocks shared equally over K (2-4
+    slices a tile) or stream-K (one run per slot the whole tiles leave free, or per slot; once or
+    twice over)."""
+    tiles = cols * m_tiles
+    plans = []
+    for waves in sorted({tiles // slots, tiles // slots - 1} - {-1}):
+        tail_cols = min(cols, -(-(tiles - waves * slots) // m_tiles))
+        whole, tail_tiles = (cols - tail_cols) * m_tiles, tail_cols * m_tiles
+        free = slots - whole % slots  # the slots that the whole tiles' last wave leaves idle
+        shares = {tail_tiles * nonempty_split(blocks, split) for split in (2, 3, 4)}
+        shares |= {free, slots, free + slots, 2 * slots}
+        plans += [(cols - tail_cols, p) for p in sorted(shares) if tail_tiles < p <= tail_tiles * blocks]
+    return plans
 
 
 @functools.cache
 def balanced_tail(cols: int, m_tiles: int, blocks: int, slots: int) -> tuple[int, int]:
-    """(columns of 128-row tiles run whole, K slices of each tile of the other columns): a grid of
+    """(columns of 128-row tiles run whole, programs that share the other columns' blocks): a grid of
     `cols x m_tiles` tiles whose last wave would leave slots idle (4096x11008 at 512 tokens: 172
-    tiles on 132 SMs, two waves for 1.3 waves of work) runs its last columns' tiles split over K
-    to fill that wave (about 1.5 waves). (cols, 1), no split, where the model saves under 3%."""
-    tiles = cols * m_tiles
-    best = (float(-(-tiles // slots)), cols, 1)
-    for waves in {tiles // slots, tiles // slots - 1} - {-1}:
-        tail_cols = min(cols, -(-(tiles - waves * slots) // m_tiles))
-        for split in sorted({nonempty_split(blocks, wanted) for wanted in (2, 3, 4)} - {1}):
-            time = _makespan((cols - tail_cols) * m_tiles, tail_cols * m_tiles * split, _slice_time(blocks, split), slots)
-            if time < 0.97 * best[0]:
-                best = (time, cols - tail_cols, split)
+    tiles on 132 SMs, two waves for 1.3 waves of work) has its last columns' blocks shared out so
+    that the programs fill that wave: split equally over K (each program a slice of one tile), or
+    stream-K (one run of blocks per free slot, crossing tile boundaries), which also fills a grid
+    of under one wave (11008x4096 at 768 tokens: 96 tiles of 43 blocks). The fastest of
+    `tail_plans` by the makespan model, or (cols, 0), nothing shared, where it saves under 3%."""
+    best = (float(-(-cols * m_tiles // slots)), cols, 0)
+    for whole_cols, programs in tail_plans(cols, m_tiles, blocks, slots):
+        time = tail_makespan(whole_cols * m_tiles, (cols - whole_cols) * m_tiles, blocks, programs, slots)
+        if time < 0.97 * best[0]:
+            best = (time, whole_cols, programs)
     return best[1], best[2]
 
 
@@ -156,15 +208,25 @@ if gluon is not None:
         )
 
     @gluon.jit
+    def _tile_origin(t, col0, ncols, BLOCK_M: gl.constexpr):
+        """First weight row and first token of tile t of a region of `ncols` columns of tiles from
+        column `col0` (columns fastest, then token tiles)."""
+        return (col0 + t % ncols) * 128, (t // ncols) * BLOCK_M
+
+    @gluon.jit
     def _loader(
-        x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
-        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr,
+        x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, start, end, blocks, col0, ncols,
+        BLOCK_M: gl.constexpr, X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr,
     ):
         """One warp: the TMA copies of each 256-block's words, and of each group of `PER_WAIT`
         32-wide activation chunks (one mbarrier per group, so the consumers wait and release once
-        per group: each mbarrier operation of a warpgroup costs it a warpgroup-wide bar.sync)."""
-        for blk in range(first, last):
-            j = blk - first
+        per group: each mbarrier operation of a warpgroup costs it a warpgroup-wide bar.sync), for
+        the program's run of blocks `[start, end)` (tile-major), on across tile boundaries."""
+        for pos in range(start, end):
+            j = pos - start
+            t = pos // blocks
+            blk = pos - t * blocks
+            row0, m0 = _tile_origin(t, col0, ncols, BLOCK_M)
             ws = j % W_STAGES
             mbarrier.wait(w_empty.index(ws), ((j // W_STAGES) & 1) ^ 1)
             mbarrier.expect(w_ready.index(ws), w_desc.block_type.nbytes)
@@ -180,16 +242,17 @@ if gluon is not None:
                     )
 
     @gluon.jit
-    def _warpgroup(
-        x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
+    def _tile_part(
+        x_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, j0,
         HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
         X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, TAIL: gl.constexpr, out_ptr,
         scale_zeros_ptr, M, N, stride_om, is_tail, tail_ptr, stride_tm, tail_n0,
     ):
-        """One consumer warpgroup: rows `row0 + 64 HALF ..` of the tile. It unpacks each chunk of the
-        words into the wgmma's register operand and runs the dot while unpacking the next; the two
-        warpgroups only share the TMA ring (each releases a slot on its own), so neither waits for
-        the other's unpacking."""
+        """Blocks `first .. last` of one tile for one consumer warpgroup (rows `row0 + 64 HALF ..`),
+        the program's `j0`-th block onwards in the rings, then its epilogue. It unpacks each chunk of
+        the words into the wgmma's register operand and runs the dot while unpacking the next; the
+        two warpgroups only share the TMA ring (each releases a slot on its own), so neither waits
+        for the other's unpacking."""
         dtype: gl.constexpr = x_desc.dtype
         acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
@@ -197,7 +260,7 @@ if gluon is not None:
         a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
         rows = row0 + 64 * HALF + gl.arange(0, 64, layout=gl.SliceLayout(1, a_layout))
         mask_rows = rows < N
-        # the launcher never makes an empty slice; saying so drops the loop's zero-trip path, whose
+        # the launcher never makes an empty run; saying so drops the loop's zero-trip path, whose
         # zeroed accumulator would make ptxas serialize every wgmma (warning C7515)
         gl.assume(last > first)
         acc = gl.zeros([64, BLOCK_M], gl.float32, acc_layout)
@@ -205,7 +268,7 @@ if gluon is not None:
         # behind a block of dots (a group's word repeats for each of its chunks: L1 hits)
         sz = _block_scale_words(scale_zeros_ptr, first, N, rows, mask_rows, GROUP)
         for blk in range(first, last):
-            j = blk - first
+            j = j0 + blk - first
             ws = j % W_STAGES
             mbarrier.wait(w_ready.index(ws), (j // W_STAGES) & 1)
             words = w_bufs.index(ws).slice(64 * HALF, 64, dim=0).load(a_layout)
@@ -247,7 +310,7 @@ if gluon is not None:
         offs_m = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, out_layout))
         mask = (offs_n < N)[:, None] & (offs_m < M)[None, :]
         if TAIL and is_tail:
-            # a K slice of a tail tile: add into the zeroed tail buffer (fp32 for bf16)
+            # part of a tail tile: add into the zeroed tail buffer (fp32 for bf16)
             partial = gl.convert_layout(acc.to(tail_ptr.dtype.element_ty), out_layout)
             tail_ptrs = tail_ptr + offs_m[None, :] * stride_tm + (offs_n - tail_n0)[:, None]
             gl.atomic_add(tail_ptrs, partial, mask=mask, sem="relaxed")
@@ -255,37 +318,60 @@ if gluon is not None:
             value = gl.convert_layout(acc.to(out_ptr.dtype.element_ty), out_layout)
             gl.store(out_ptr + offs_m[None, :] * stride_om + offs_n[:, None], value, mask=mask)
 
-    @gluon.jit(do_not_specialize=["M", "whole_cols", "split_k"])
+    @gluon.jit
+    def _warpgroup(
+        x_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, start, end, blocks, col0, ncols,
+        HALF: gl.constexpr, BLOCK_M: gl.constexpr, GROUP: gl.constexpr, MAGIC: gl.constexpr,
+        X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, TAIL: gl.constexpr, out_ptr,
+        scale_zeros_ptr, M, N, stride_om, is_tail, tail_ptr, stride_tm, tail_n0,
+    ):
+        """One consumer warpgroup over the program's run of blocks: a whole tile, or (TAIL) each tile
+        that the run reaches into in turn, each with its own accumulator and epilogue (`run_tiles`)."""
+        if TAIL:
+            for t in range(start // blocks, (end - 1) // blocks + 1):
+                row0, m0 = _tile_origin(t, col0, ncols, BLOCK_M)
+                _tile_part(
+                    x_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0,
+                    gl.maximum(start - t * blocks, 0), gl.minimum(end - t * blocks, blocks),
+                    gl.maximum(t * blocks - start, 0), HALF, BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES,
+                    PER_WAIT, TAIL, out_ptr, scale_zeros_ptr, M, N, stride_om, is_tail, tail_ptr, stride_tm, tail_n0,
+                )
+        else:
+            row0, m0 = _tile_origin(start // blocks, col0, ncols, BLOCK_M)
+            _tile_part(
+                x_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, 0, blocks, 0, HALF,
+                BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, TAIL, out_ptr, scale_zeros_ptr, M, N,
+                stride_om, is_tail, tail_ptr, stride_tm, tail_n0,
+            )
+
+    @gluon.jit(do_not_specialize=["M", "whole_cols", "tail_programs"])
     def w4a16_ws_kernel(
-        x_desc, w_desc, scale_zeros_ptr, out_ptr, tail_ptr, M, N, K, stride_om, stride_tm, whole_cols, split_k,
-        MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
+        x_desc, w_desc, scale_zeros_ptr, out_ptr, tail_ptr, M, N, K, stride_om, stride_tm, whole_cols,
+        tail_programs, MAGIC: gl.constexpr, GROUP: gl.constexpr, BLOCK_M: gl.constexpr,
         X_GROUPS: gl.constexpr, W_STAGES: gl.constexpr, PER_WAIT: gl.constexpr, TAIL: gl.constexpr,
     ):
-        """`out[M, N] = x @ W^T`, one tile of 128 weight rows x BLOCK_M tokens per program: the first
-        `whole_cols` columns of tiles over all of K, stored (token tiles slowest); with TAIL, the other
-        columns' tiles in `split_k` slices of K each (then slices, then token tiles slowest), which
-        add into the zeroed `tail_ptr` (its column 0 is weight row `128 whole_cols`)."""
+        """`out[M, N] = x @ W^T`. The first `whole_cols` columns of 128-row tiles run one tile of
+        BLOCK_M tokens over all of K per program, stored (columns fastest, then token tiles); with
+        TAIL, `tail_programs` programs share the other columns' tiles' blocks (tile-major, each an
+        equal run: `tail_run`) and add their partial tiles into the zeroed `tail_ptr` (its column 0
+        is weight row `128 whole_cols`)."""
         dtype: gl.constexpr = x_desc.dtype
         blocks = K // 256
         pid = gl.program_id(0)
         whole = whole_cols * gl.cdiv(M, BLOCK_M)
         is_tail = pid >= whole
         if is_tail:
-            unit = pid - whole
-            tail_cols = gl.cdiv(N, 128) - whole_cols
-            col = whole_cols + unit % tail_cols
-            part = (unit // tail_cols) % split_k
-            m_tile = unit // tail_cols // split_k
-            per_split = gl.cdiv(blocks, split_k)
-            first = part * per_split
-            last = gl.minimum(first + per_split, blocks)
+            col0 = whole_cols
+            ncols = gl.cdiv(N, 128) - whole_cols
+            span = (ncols * gl.cdiv(M, BLOCK_M) * blocks).to(gl.int64)
+            program = (pid - whole).to(gl.int64)
+            start = (program * span // tail_programs).to(gl.int32)
+            end = ((program + 1) * span // tail_programs).to(gl.int32)
         else:
-            col = pid % whole_cols
-            m_tile = pid // whole_cols
-            first = pid * 0  # a tensor like the other branch's, which Triton's `if` needs
-            last = blocks
-        row0 = col * 128
-        m0 = m_tile * BLOCK_M
+            col0 = pid * 0  # tensors like the other branch's, which Triton's `if` needs
+            ncols = whole_cols + col0
+            start = pid * blocks
+            end = start + blocks
 
         x_bufs = gl.allocate_shared_memory(dtype, [X_GROUPS * PER_WAIT, BLOCK_M, _CHUNK], x_desc.layout)
         w_bufs = gl.allocate_shared_memory(gl.int32, [W_STAGES, 128, _CHUNK], w_desc.layout)
@@ -304,20 +390,20 @@ if gluon is not None:
             [
                 (
                     _warpgroup,
-                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 0,
+                    (x_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, start, end, blocks, col0, ncols, 0,
                      BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, TAIL, out_ptr, scale_zeros_ptr, M, N,
                      stride_om, is_tail, tail_ptr, stride_tm, 128 * whole_cols),
                 ),
                 (
                     _warpgroup,
-                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last, 1,
+                    (x_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, start, end, blocks, col0, ncols, 1,
                      BLOCK_M, GROUP, MAGIC, X_GROUPS, W_STAGES, PER_WAIT, TAIL, out_ptr, scale_zeros_ptr, M, N,
                      stride_om, is_tail, tail_ptr, stride_tm, 128 * whole_cols),
                 ),
                 (
                     _loader,
-                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, row0, m0, first, last,
-                     X_GROUPS, W_STAGES, PER_WAIT),
+                    (x_desc, w_desc, x_bufs, w_bufs, x_ready, x_empty, w_ready, w_empty, start, end, blocks, col0,
+                     ncols, BLOCK_M, X_GROUPS, W_STAGES, PER_WAIT),
                 ),
             ],
             [4, 1],
@@ -372,15 +458,17 @@ def launch_ws(
     split_k: int = 1,
     dots_per_wait: int = DOTS_PER_WAIT,
     slots: int = 0,
+    plan: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """`x [M, K] @ W^T` over vlq's layout with `w4a16_ws_kernel`: `block_m` tokens (64, 128 or 256)
     per program, `x_stages` activation chunks in flight, and a full wait after every
     `dots_per_wait` dots (1, 2, 4 or 8: groups tile a 256-block; the ring holds whole groups, so
     `x_stages` is a multiple of it). `split_k` > 1 cuts every tile's K into about that many slices
-    (atomically added; `nonempty_split` makes it at most K / 256, none empty, as the kernel
-    assumes). With `split_k` 1 and `slots`, the programs that run at once (one per SM: the
-    kernel's registers allow no more), the tiles that would leave the last wave part empty are
-    split over K to fill it (`balanced_tail`)."""
+    (atomically added; `nonempty_split` makes it at most K / 256). With `split_k` 1 and `slots`,
+    the programs that run at once (one per SM: the kernel's registers allow no more), the tiles
+    that would leave the last wave part empty share their blocks out to fill it
+    (`balanced_tail`); `plan` (whole columns, tail programs) sets that split by hand (the probe
+    times plans with it)."""
     if dots_per_wait not in (1, 2, 4, 8) or x_stages % dots_per_wait:
         raise ValueError(
             f"dots_per_wait must be 1, 2, 4 or 8 and divide x_stages; got {dots_per_wait} with {x_stages} stages"
@@ -388,28 +476,34 @@ def launch_ws(
     m, k = x.shape
     n = qweight.shape[0]
     cols, m_tiles, blocks = triton.cdiv(n, BLOCK_N), triton.cdiv(m, block_m), k // 256
-    if split_k > 1:
-        whole_cols, split = 0, nonempty_split(blocks, split_k)
+    if plan is not None:
+        whole_cols, tail_programs = plan
+    elif split_k > 1:
+        whole_cols, tail_programs = 0, cols * m_tiles * nonempty_split(blocks, split_k)
     else:
-        whole_cols, split = balanced_tail(cols, m_tiles, blocks, slots) if slots else (cols, 1)
-    if split == 1:
-        whole_cols = cols
+        whole_cols, tail_programs = balanced_tail(cols, m_tiles, blocks, slots) if slots else (cols, 0)
+    tail_tiles = (cols - whole_cols) * m_tiles
+    if not 0 <= whole_cols <= cols or not (tail_tiles == tail_programs == 0 or 0 < tail_programs <= tail_tiles * blocks):
+        raise ValueError(
+            f"no such split of {cols}x{m_tiles} tiles of {blocks} blocks: {whole_cols} whole columns, "
+            f"{tail_programs} tail programs (a tail needs programs, each program a block)"
+        )
     if not x.is_contiguous() or x.data_ptr() % 16:  # TMA reads whole rows from a 16-byte-aligned base
         x = x.clone(memory_format=torch.contiguous_format)
     x_layout, w_layout = descriptor_layouts(block_m, x.dtype)
     x_desc = TensorDescriptor.from_tensor(x, [block_m, CHUNK], x_layout)
     w_desc = TensorDescriptor.from_tensor(qweight, [BLOCK_N, CHUNK], w_layout)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    has_tail, tail_n0 = whole_cols < cols, BLOCK_N * whole_cols
+    has_tail, tail_n0 = tail_programs > 0, BLOCK_N * whole_cols
     if not has_tail:
         tail = out
     elif tail_dtype(x.dtype) == x.dtype:
         tail = out[:, tail_n0:].zero_()
     else:
         tail = torch.zeros((m, n - tail_n0), dtype=tail_dtype(x.dtype), device=x.device)
-    grid = (whole_cols * m_tiles + (cols - whole_cols) * m_tiles * split,)
+    grid = (whole_cols * m_tiles + tail_programs,)
     w4a16_ws_kernel[grid](
-        x_desc, w_desc, scale_zeros, out, tail, m, n, k, out.stride(0), tail.stride(0), whole_cols, split,
+        x_desc, w_desc, scale_zeros, out, tail, m, n, k, out.stride(0), tail.stride(0), whole_cols, tail_programs,
         **kernel_constexprs(x.dtype, group_size, block_m, x_stages, dots_per_wait, has_tail),
         # 12 warps (two consumer warpgroups, the TMA warp's group): 168 registers each at launch,
         # then 232 for the consumers and 24 for the copy warp
