@@ -18,8 +18,13 @@ splits nothing useful. The entries with `balance_tail` balance at the call's own
 the 1024 entries also serve 513-1023 tokens well. Probe 6 also put ws ahead of dequantize +
 cuBLAS at 2048 and 4096 tokens on the shapes that still dequantized there (1.02-1.15x), and
 128-token tiles ahead at 257-384 tokens on the wide shapes. A 256-token tile costs the same for
-129 tokens as for 256, so ws takes the whole 129-256 bucket. The sweep has ws candidates
-(`prefill_candidates`); its next run replaces all of this.
+129 tokens as for 256, so ws takes the whole 129-256 bucket. Probe 7
+(`benchmarks/results/2026-12-07-h100-ws-probe-7-stream-k.log`) timed every tail plan that
+`balanced_tail` weighs once its tail could also run stream-K (runs of blocks across tiles): that
+filled grids under one wave, so balanced picks now also run at 256 tokens on 4096x11008 and
+8192x28672 (1.07x and 1.09x the split and unsplit picks before) and at 384 on 11008x4096 (1.09x),
+and the 1024 entry of 11008x4096 runs 768 tokens stream-K (1.16x unsplit). The sweep has ws
+candidates (`prefill_candidates`); its next run replaces all of this.
 """
 
 from vlq.kernels.triton_w4a16 import RpConfig
@@ -35,7 +40,7 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=2, fold=True),  # 14.4 us; fp16 34.9, AWQ-layout kernels 34.2
         64: RpConfig(block_m=64, block_n=256, split_k=3, num_warps=8),  # 19.7 us; fp16 33.0, AWQ-layout kernels 32.5
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 32.1 us; fp16 36.1, AWQ-layout kernels 57.2
-        256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=3),  # ws-probe 3: 43.5 us; fp16 39.5, previous ws 48.3
+        256: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 7: 40.5 us; fp16 39.7, previous pick (split 3) 43.5
         384: RpConfig(kernel='ws', block_m=128, num_stages=16, balance_tail=True),  # ws-probe 6: 56.9 us; fp16 49.1, 256-token tiles 79.0
         512: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 70.1 us; fp16 64.2, unbalanced 83.1
         1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 139.0 us; fp16 128.4, previous ws 152.8
@@ -51,7 +56,7 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         32: RpConfig(block_m=32, split_k=4, fold=True),  # 56.4 us; fp16 156.0, AWQ-layout kernels 136.6
         64: RpConfig(block_m=64, block_n=256, num_warps=8),  # 74.1 us; fp16 161.3, AWQ-layout kernels 131.0
         128: RpConfig(kernel='streamk', block_m=128, block_n=128, num_warps=8, programs_per_sm=1),  # 126.8 us; fp16 161.9, AWQ-layout kernels 204.3
-        256: RpConfig(kernel='ws', block_m=256, num_stages=12),  # ws-probe 3: 179.0 us; fp16 199.0, previous ws 204.5
+        256: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 7: 171.8 us; fp16 208.1, previous pick (unsplit) 187.4
         384: RpConfig(kernel='ws', block_m=128, num_stages=16, balance_tail=True),  # ws-probe 6: 298.9 us; fp16 255.2, 256-token tiles 393.8
         512: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 6: 346.6 us; fp16 322.1, unbalanced 371.6
         1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 671.9 us; fp16 634.5; ws-probe 6 at 768: 501.7 us, fp16 497.2, unbalanced 556.8
@@ -67,6 +72,7 @@ TUNED: dict[tuple[int, int], dict[int, RpConfig]] = {
         64: RpConfig(block_m=64, block_n=128, split_k=4, num_warps=8),  # 18.6 us; fp16 37.0, AWQ-layout kernels 26.6
         128: RpConfig(block_m=128, block_n=128, split_k=4, num_warps=8),  # 26.9 us; fp16 36.5, AWQ-layout kernels 46.7
         256: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=4),  # ws-probe 3: 36.9 us; fp16 46.3, previous ws 42.2
+        384: RpConfig(kernel='ws', block_m=128, num_stages=16, balance_tail=True),  # ws-probe 7: 59.1 us; fp16 69.1, previous pick (256/12 split 2) 64.3
         512: RpConfig(kernel='ws', block_m=256, num_stages=12, split_k=2),  # ws-probe 3: 66.7 us; fp16 64.8, table pick (deq) 107.1
         1024: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 122.8 us; fp16 120.4; ws-probe 6 at 768: 102.9 us (split 4), fp16 92.1, unsplit 113.3
         4096: RpConfig(kernel='ws', block_m=256, num_stages=12, balance_tail=True),  # ws-probe 3: 505.4 us; fp16 484.1, table pick (deq) 523.7
