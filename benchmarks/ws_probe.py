@@ -94,9 +94,13 @@ def ws_settings(m: int, n: int, k: int, sms: int, groupings) -> list[tuple]:
         if block_m < 256 <= m // 4 or not ring_fits(stages, per_wait):
             continue  # 128-token tiles only pay where 256 would leave SMs idle
         cols, m_tiles = -(-n // BLOCK_N), -(-m // block_m)
-        wanted = (1,) if cols * m_tiles >= sms else (1, round(sms / (cols * m_tiles)), round(2 * sms / (cols * m_tiles)))
-        out += [(block_m, stages, split, per_wait, None) for split in sorted({nonempty_split(blocks, w) for w in wanted})]
-        out += [(block_m, stages, 1, per_wait, plan) for plan in tail_plans(cols, m_tiles, blocks, sms)]
+        tiles = cols * m_tiles
+        wanted = (1,) if tiles >= sms else (1, round(sms / tiles), round(2 * sms / tiles))
+        plans = tail_plans(cols, m_tiles, blocks, sms)
+        # a split-K that is also one of the plans (the same launch) is timed once, as the plan
+        splits = {nonempty_split(blocks, w) for w in wanted} - {p // tiles for w, p in plans if w == 0 and p % tiles == 0}
+        out += [(block_m, stages, split, per_wait, None) for split in sorted(splits)]
+        out += [(block_m, stages, 1, per_wait, plan) for plan in plans]
     return out
 
 

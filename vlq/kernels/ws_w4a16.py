@@ -326,7 +326,8 @@ if gluon is not None:
         scale_zeros_ptr, M, N, stride_om, is_tail, tail_ptr, stride_tm, tail_n0,
     ):
         """One consumer warpgroup over the program's run of blocks: a whole tile, or (TAIL) each tile
-        that the run reaches into in turn, each with its own accumulator and epilogue (`run_tiles`)."""
+        that the run reaches into in turn, each with its own accumulator and epilogue (`run_tiles`).
+        A launch with no tail has one tile per program, so its build keeps no loop over tiles."""
         if TAIL:
             for t in range(start // blocks, (end - 1) // blocks + 1):
                 row0, m0 = _tile_origin(t, col0, ncols, BLOCK_M)
@@ -358,12 +359,13 @@ if gluon is not None:
         dtype: gl.constexpr = x_desc.dtype
         blocks = K // 256
         pid = gl.program_id(0)
-        whole = whole_cols * gl.cdiv(M, BLOCK_M)
+        m_tiles = gl.cdiv(M, BLOCK_M)
+        whole = whole_cols * m_tiles
         is_tail = pid >= whole
         if is_tail:
             col0 = whole_cols
             ncols = gl.cdiv(N, 128) - whole_cols
-            span = (ncols * gl.cdiv(M, BLOCK_M) * blocks).to(gl.int64)
+            span = (ncols * m_tiles * blocks).to(gl.int64)
             program = (pid - whole).to(gl.int64)
             start = (program * span // tail_programs).to(gl.int32)
             end = ((program + 1) * span // tail_programs).to(gl.int32)
